@@ -1,0 +1,63 @@
+"""Model registry: ``config.model.name -> Model``.
+
+Every system implements the same small seam so one training loop serves all of them
+(see DESIGN.md section 2). A model is an object of pure functions over flax variables:
+
+  init(rng, example_batch) -> params                     # pytree, flax.linen init
+  loss(params, batch, rng, step) -> (loss, metrics)      # scalar, dict of scalars; jit-able
+  predict(params, batch) -> dict of arrays               # used by evaluate/render/animate
+  evaluate(params, eval_data) -> dict of floats          # held-out metrics (host-side loop)
+  trainable(params) -> pytree of bool                    # False leaves are frozen
+  load_pretrained(params, pretrained) -> params          # merge a checkpoint into fresh params
+
+``batch_spec(config)`` (a module-level function of each model file) names the batch kind the
+data pipeline must deliver ('rays' for NeRF models, 'pairs' for 2-D animation models).
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable, Protocol
+
+import jax
+import ml_collections
+
+PyTree = Any
+
+
+class Model(Protocol):
+  name: str
+  config: ml_collections.ConfigDict
+
+  def init(self, rng: jax.Array, batch: dict) -> PyTree: ...
+  def loss(self, params: PyTree, batch: dict, rng: jax.Array, step: jax.Array): ...
+  def predict(self, params: PyTree, batch: dict) -> dict: ...
+  def evaluate(self, params: PyTree, eval_data: Any) -> dict: ...
+  def trainable(self, params: PyTree) -> PyTree: ...
+  def load_pretrained(self, params: PyTree, pretrained: PyTree) -> PyTree: ...
+
+
+# name -> "module:attribute" so that importing the registry stays cheap.
+_REGISTRY: dict[str, str] = {
+    "minerf": "minerf_jax.models.minerf:MINeRF",
+}
+_EXTRA: dict[str, Callable[..., Model]] = {}
+
+
+def register(name: str, factory: Callable[..., Model]) -> None:
+  """Registers a model factory ``factory(config, **kwargs) -> Model`` (used by tests too)."""
+  _EXTRA[name] = factory
+
+
+def names() -> list[str]:
+  return sorted(set(_REGISTRY) | set(_EXTRA))
+
+
+def build(config: ml_collections.ConfigDict, **kwargs) -> Model:
+  """Builds the model named by ``config.model.name``."""
+  name = config.model.name
+  if name in _EXTRA:
+    return _EXTRA[name](config, **kwargs)
+  if name not in _REGISTRY:
+    raise ValueError(f"config.model.name={name!r} is not a known model; choose one of {names()}")
+  module_name, attr = _REGISTRY[name].split(":")
+  return getattr(importlib.import_module(module_name), attr)(config, **kwargs)
