@@ -40,12 +40,28 @@ class Model(Protocol):
 _REGISTRY: dict[str, str] = {
     "minerf": "minerf_jax.models.minerf:MINeRF",
 }
-_EXTRA: dict[str, Callable[..., Model]] = {}
+_EXTRA: dict[str, tuple[Callable[..., Model], str]] = {}
 
 
-def register(name: str, factory: Callable[..., Model]) -> None:
-  """Registers a model factory ``factory(config, **kwargs) -> Model`` (used by tests too)."""
-  _EXTRA[name] = factory
+def register(name: str, factory: Callable[..., Model], batch_kind: str = "rays") -> None:
+  """Registers ``factory(config, **kwargs) -> Model`` under ``name`` (used by tests too)."""
+  _EXTRA[name] = (factory, batch_kind)
+
+
+def _module(name: str):
+  if name not in _REGISTRY:
+    raise ValueError(f"config.model.name={name!r} is not a known model; choose one of {names()}")
+  module_name, attr = _REGISTRY[name].split(":")
+  return importlib.import_module(module_name), attr
+
+
+def batch_spec(config: ml_collections.ConfigDict) -> str:
+  """The batch kind the data pipeline must deliver for ``config.model.name``."""
+  name = config.model.name
+  if name in _EXTRA:
+    return _EXTRA[name][1]
+  module, _ = _module(name)
+  return module.batch_spec(config)
 
 
 def names() -> list[str]:
@@ -56,8 +72,6 @@ def build(config: ml_collections.ConfigDict, **kwargs) -> Model:
   """Builds the model named by ``config.model.name``."""
   name = config.model.name
   if name in _EXTRA:
-    return _EXTRA[name](config, **kwargs)
-  if name not in _REGISTRY:
-    raise ValueError(f"config.model.name={name!r} is not a known model; choose one of {names()}")
-  module_name, attr = _REGISTRY[name].split(":")
-  return getattr(importlib.import_module(module_name), attr)(config, **kwargs)
+    return _EXTRA[name][0](config, **kwargs)
+  module, attr = _module(name)
+  return getattr(module, attr)(config, **kwargs)

@@ -1,0 +1,354 @@
+"""Input pipeline: TFDS data source -> grain -> this process's share of each global batch.
+
+One pipeline serves every model; the model's ``batch_spec`` names the batch kind:
+
+* ``'rays'`` (NeRF models). Frames of this process's slice of the train split
+  (``tfds.split_for_jax_process``) are read once through ``tfds.data_source`` and kept in host
+  memory. A grain ``MapDataset`` shuffles frame indices, groups ``frames_per_batch`` of them and
+  samples ``rays_per_frame`` pixels from each, so every batch mixes rays from many frames and
+  identities. A fraction ``head_fraction`` of each frame's rays is drawn from pixels whose ray
+  hits the head box (where the radiance field has something to learn); the rest is uniform so
+  the background keeps being fitted.
+
+Batches are pure functions of the step: ``train_batch(step)`` indexes the grain dataset, so a
+resumed run sees exactly the batches an uninterrupted run would have seen, with no iterator state
+in the checkpoint. Sequential reads are served by a grain iterator with background prefetch.
+
+Held-out evaluation data is a dict of named ``FrameSet``s (full frames + conditioning): the
+held-out frames of the test split, plus, for the synthetic dataset whose generator can render any
+identity with any expression and pose, exact ground truth for expression transfer (identity A
+with identity B's expressions) and novel views (a yaw orbit).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from typing import Any, Iterator, Mapping
+
+import grain
+import jax
+import ml_collections
+import numpy as np
+import tensorflow_datasets as tfds
+
+# Per-frame fields that every ray-dataset provides.
+FRAME_KEYS = ("rgb", "rotation", "translation", "intrinsics", "identity", "frame", "expression")
+
+
+def default_data_dir() -> str:
+  return os.environ.get("MINERF_DATA_DIR", os.path.expanduser("~/.cache/minerf_jax/tfds"))
+
+
+@dataclasses.dataclass(frozen=True)
+class FrameSet:
+  """Full frames plus everything needed to render them: arrays with leading dim N.
+
+  ``frame`` is the global frame index used for per-frame latent codes, -1 where none exists
+  (held-out or synthesised frames).
+  """
+  rgb: np.ndarray          # [N,H,W,3] float32 in [0,1]
+  rotation: np.ndarray     # [N,3,3] head-to-world
+  translation: np.ndarray  # [N,3]
+  intrinsics: np.ndarray   # [N,3,3]
+  identity: np.ndarray     # [N] int32
+  frame: np.ndarray        # [N] int32
+  expression: np.ndarray   # [N,E] float32
+
+  def __len__(self) -> int:
+    return int(self.rgb.shape[0])
+
+  @property
+  def resolution(self) -> tuple[int, int]:
+    return int(self.rgb.shape[1]), int(self.rgb.shape[2])
+
+  def take(self, index) -> "FrameSet":
+    return FrameSet(**{f.name: getattr(self, f.name)[index] for f in dataclasses.fields(self)})
+
+
+# ----------------------------------------------------------------------------------------------
+# Dataset access.
+
+
+def dataset_builder(data_config: ml_collections.ConfigDict, *, num_identities: int | None = None):
+  """Builds (or reuses) the TFDS dataset named by ``data_config.name``; returns the builder."""
+  data_dir = data_config.get("data_dir") or default_data_dir()
+  if data_config.name == "synthetic_talking_heads":
+    from minerf_jax.data.builders import synthetic_talking_heads
+    return synthetic_talking_heads.build(
+        data_dir,
+        resolution=data_config.resolution,
+        num_identities=num_identities or data_config.num_identities,
+        frames_per_identity=data_config.frames_per_identity,
+        seed=data_config.seed)
+  raise ValueError(f"config.data.name={data_config.name!r} is not a known dataset; "
+                   "choose 'synthetic_talking_heads'")
+
+
+def effective_num_identities(config: ml_collections.ConfigDict) -> int:
+  """Identity count of the dataset: personalising to identity k needs at least k+1 identities."""
+  n = int(config.data.num_identities)
+  new = int(config.get("personalise", {}).get("identity", -1))
+  return max(n, new + 1)
+
+
+def train_identities(config: ml_collections.ConfigDict) -> tuple[int, ...]:
+  """Identities whose frames are trained on: the personalised one, a subset, or all."""
+  new = int(config.get("personalise", {}).get("identity", -1))
+  if new >= 0:
+    return (new,)
+  subset = tuple(int(i) for i in config.data.get("identities", ()) or ())
+  return subset or tuple(range(effective_num_identities(config)))
+
+
+def _stack(source, indices) -> dict[str, np.ndarray]:
+  records = [source[int(i)] for i in indices]
+  return {k: np.stack([np.asarray(r[k]) for r in records]) for k in FRAME_KEYS}
+
+
+def load_frames(builder, split: str, identities: tuple[int, ...],
+                max_frames_per_identity: int = 0) -> FrameSet:
+  """Reads the frames of ``identities`` from a split into host memory as a FrameSet.
+
+  ``max_frames_per_identity`` > 0 keeps only each identity's first frames (in time order), the
+  few-shot setting of personalisation.
+  """
+  source = builder.as_data_source(split=split)
+  ids = np.asarray([int(source[i]["identity"]) for i in range(len(source))]) if len(source) else (
+      np.zeros([0], np.int64))
+  keep = []
+  for identity in identities:
+    idx = np.flatnonzero(ids == identity)
+    if max_frames_per_identity > 0:
+      frames = np.asarray([int(source[int(i)]["frame"]) for i in idx])
+      idx = idx[np.argsort(frames, kind="stable")][:max_frames_per_identity]
+    keep.extend(idx.tolist())
+  if not keep:
+    raise ValueError(f"split {split!r} of {builder.name} has no frames of identities {identities}")
+  arrays = _stack(source, sorted(keep))
+  return FrameSet(
+      rgb=arrays["rgb"].astype(np.float32) / 255.0,
+      rotation=arrays["rotation"].astype(np.float32),
+      translation=arrays["translation"].astype(np.float32),
+      intrinsics=arrays["intrinsics"].astype(np.float32),
+      identity=arrays["identity"].astype(np.int32),
+      frame=arrays["frame"].astype(np.int32),
+      expression=arrays["expression"].astype(np.float32))
+
+
+# ----------------------------------------------------------------------------------------------
+# Rays.
+
+
+def pixel_centres(height: int, width: int) -> np.ndarray:
+  """[H*W, 2] pixel centres (x + 0.5, y + 0.5), row-major."""
+  y, x = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
+  return np.stack([x, y], -1).reshape(-1, 2).astype(np.float32) + 0.5
+
+
+def camera_directions(intrinsics: np.ndarray, pixels: np.ndarray) -> np.ndarray:
+  """Unit ray directions (OpenCV camera: x right, y down, z forward) through ``pixels``."""
+  fx, fy = intrinsics[..., 0, 0], intrinsics[..., 1, 1]
+  cx, cy = intrinsics[..., 0, 2], intrinsics[..., 1, 2]
+  d = np.stack([(pixels[..., 0] - cx) / fx, (pixels[..., 1] - cy) / fy,
+                np.ones_like(pixels[..., 0])], -1)
+  return (d / np.linalg.norm(d, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def head_box_hits(frames: FrameSet, box: np.ndarray) -> np.ndarray:
+  """[N, H*W] bool: whether each pixel's ray passes through the (posed) head box."""
+  h, w = frames.resolution
+  pix = pixel_centres(h, w)
+  hits = np.zeros([len(frames), h * w], bool)
+  for n in range(len(frames)):
+    d = camera_directions(frames.intrinsics[n], pix)
+    r, t = frames.rotation[n], frames.translation[n]
+    o_c = (-t) @ r                      # R^T (0 - t)
+    d_c = d @ r                         # R^T d
+    with np.errstate(divide="ignore", invalid="ignore"):
+      inv = 1.0 / d_c
+      t0, t1 = (box[0] - o_c) * inv, (box[1] - o_c) * inv
+    near = np.nanmax(np.minimum(t0, t1), -1)
+    far = np.nanmin(np.maximum(t0, t1), -1)
+    hits[n] = far > np.maximum(near, 0.0)
+  return hits
+
+
+def frame_rays(frames: FrameSet, index: int, pixels: np.ndarray | None = None) -> dict:
+  """Ray batch for (a subset of) the pixels of one frame of a FrameSet (predict/render input)."""
+  h, w = frames.resolution
+  flat = np.arange(h * w) if pixels is None else pixels
+  pix = pixel_centres(h, w)[flat]
+  return _ray_batch(frames, np.full(flat.shape, index), flat, pix, h, w)
+
+
+def _ray_batch(frames: FrameSet, frame_idx: np.ndarray, flat: np.ndarray, pix: np.ndarray,
+               h: int, w: int) -> dict[str, np.ndarray]:
+  dirs = camera_directions(frames.intrinsics[frame_idx], pix)
+  return {
+      "origins": np.zeros_like(dirs),
+      "directions": dirs,
+      "rotation": frames.rotation[frame_idx],
+      "translation": frames.translation[frame_idx],
+      "identity": frames.identity[frame_idx],
+      "frame": frames.frame[frame_idx],
+      "expression": frames.expression[frame_idx],
+      "pixel": (pix / np.asarray([w, h], np.float32)).astype(np.float32),
+      "rgb": frames.rgb.reshape(len(frames), h * w, 3)[frame_idx, flat],
+  }
+
+
+class _SampleRays:
+  """grain random map: a group of frame indices -> a ray batch from those frames."""
+
+  def __init__(self, frames: FrameSet, head_pixels: list[np.ndarray], rays_per_frame: int,
+               head_fraction: float):
+    self.frames = frames
+    self.head_pixels = head_pixels
+    self.rays_per_frame = rays_per_frame
+    self.num_head = int(round(head_fraction * rays_per_frame))
+    self.h, self.w = frames.resolution
+
+  def __call__(self, frame_group: np.ndarray, rng: np.random.Generator) -> dict:
+    n, hw = self.rays_per_frame, self.h * self.w
+    flat = []
+    for f in frame_group:
+      head = self.head_pixels[int(f)]
+      k = self.num_head if head.size else 0
+      chosen = [rng.choice(head, size=k, replace=head.size < k)] if k else []
+      chosen.append(rng.integers(0, hw, size=n - k))
+      flat.append(np.concatenate(chosen))
+    flat = np.concatenate(flat)
+    frame_idx = np.repeat(np.asarray(frame_group), n)
+    pix = pixel_centres(self.h, self.w)[flat]
+    return _ray_batch(self.frames, frame_idx, flat, pix, self.h, self.w)
+
+
+# ----------------------------------------------------------------------------------------------
+# The Data object consumed by train/loop.py.
+
+
+class RayData:
+  """Ray batches for NeRF models (see module docstring)."""
+
+  def __init__(self, config: ml_collections.ConfigDict, *, process_index: int | None = None,
+               process_count: int | None = None):
+    self.config = config
+    dc = config.data
+    self.process_index = jax.process_index() if process_index is None else process_index
+    self.process_count = jax.process_count() if process_count is None else process_count
+    if dc.frames_per_batch % self.process_count:
+      raise ValueError(f"config.data.frames_per_batch={dc.frames_per_batch} must be divisible by "
+                       f"the number of processes ({self.process_count})")
+    self.global_batch_size = int(dc.frames_per_batch * dc.rays_per_frame)
+    self.builder = dataset_builder(dc, num_identities=effective_num_identities(config))
+    self.metadata = dict(self.builder.info.metadata or {})
+    self.box = np.asarray(self.metadata["head_box"], np.float32)
+    split = tfds.split_for_jax_process("train", process_index=self.process_index,
+                                       process_count=self.process_count)
+    few_shot = int(config.get("personalise", {}).get("num_frames", 0)) if int(
+        config.get("personalise", {}).get("identity", -1)) >= 0 else 0
+    self.train_frames = load_frames(self.builder, split, train_identities(config), few_shot)
+    hits = head_box_hits(self.train_frames, self.box)
+    head_pixels = [np.flatnonzero(h) for h in hits]
+    local_frames = dc.frames_per_batch // self.process_count
+    seed = int(config.seed) * 1000 + self.process_index
+    self._dataset = (
+        grain.MapDataset.range(len(self.train_frames))
+        .shuffle(seed=seed)
+        .repeat()
+        .batch(local_frames, drop_remainder=True)
+        .random_map(_SampleRays(self.train_frames, head_pixels, dc.rays_per_frame,
+                                dc.head_fraction), seed=seed + 1))
+    self._iterator: Iterator | None = None
+    self._next_step = -1
+
+  # The train loop asks for consecutive steps; serve them from a prefetching iterator and fall
+  # back to random access (which returns identical batches) when the step jumps.
+  def train_batch(self, step: int) -> dict[str, np.ndarray]:
+    if self._iterator is None or step != self._next_step:
+      self._iterator = iter(self._dataset[step:].to_iter_dataset(
+          grain.ReadOptions(num_threads=2, prefetch_buffer_size=4)))
+    self._next_step = step + 1
+    return next(self._iterator)
+
+  def example_batch(self) -> dict[str, np.ndarray]:
+    return self._dataset[0]
+
+  @functools.cached_property
+  def eval_data(self) -> dict[str, FrameSet]:
+    return eval_frame_sets(self.config, self.builder)
+
+
+def _sample_evenly(n: int, k: int) -> np.ndarray:
+  return np.unique(np.linspace(0, n - 1, num=min(n, k)).round().astype(int))
+
+
+def eval_frame_sets(config: ml_collections.ConfigDict, builder) -> dict[str, FrameSet]:
+  """Named held-out FrameSets: 'heldout', and for synthetic data 'transfer' and 'novel_view'."""
+  ec = config.eval
+  ids = train_identities(config)
+  test = load_frames(builder, "test", ids)
+  keep = np.concatenate([np.flatnonzero(test.identity == i)[
+      _sample_evenly(int((test.identity == i).sum()), ec.frames_per_identity)] for i in ids])
+  heldout = test.take(keep)
+  heldout = dataclasses.replace(heldout, frame=np.full_like(heldout.frame, -1))
+  sets = {"heldout": heldout}
+  if config.data.name == "synthetic_talking_heads":
+    sets.update(synthetic_ground_truth_sets(config, builder, heldout))
+  return sets
+
+
+def synthetic_ground_truth_sets(config, builder, heldout: FrameSet) -> dict[str, FrameSet]:
+  """Exact ground truth from the generator: expression transfer and a novel-view orbit.
+
+  transfer: every held-out frame of identity A re-rendered with the expression of another
+  identity B (round-robin over the other identities) at one of B's held-out times, keeping A's
+  pose. novel_view: each identity at ``config.eval.novel_view_yaws`` (degrees, may lie beyond
+  the training range) with a frontal, centred head.
+  """
+  from minerf_jax.data import synthetic
+  from minerf_jax.data.builders import synthetic_talking_heads as sth
+  meta = dict(builder.info.metadata)
+  ids = sorted(set(heldout.identity.tolist()))
+  sources = tuple(range(effective_num_identities(config)))
+  sets = {}
+  if len(sources) > 1:
+    pool = load_frames(builder, "test", sources)
+    exprs = []
+    for n in range(len(heldout)):
+      others = [b for b in sources if b != int(heldout.identity[n])]
+      b_idx = np.flatnonzero(pool.identity == others[n % len(others)])
+      exprs.append(pool.expression[b_idx[(3 * n) % len(b_idx)]])
+    exprs = np.stack(exprs).astype(np.float32)
+    rgb = [sth.ground_truth(meta, int(heldout.identity[n]), exprs[n], heldout.rotation[n],
+                            heldout.translation[n])["rgb"] for n in range(len(heldout))]
+    sets["transfer"] = dataclasses.replace(heldout, rgb=np.stack(rgb).astype(np.float32),
+                                           expression=exprs)
+  views = []
+  for a in ids:
+    i = int(np.flatnonzero(heldout.identity == a)[0])
+    for yaw in np.deg2rad(np.asarray(config.eval.novel_view_yaws, np.float64)):
+      r, t = synthetic.pose_matrix(float(yaw), 0.0, 0.0, np.zeros(3))
+      views.append((i, r, t, sth.ground_truth(meta, a, heldout.expression[i], r, t)["rgb"]))
+  if views:
+    base = heldout.take(np.asarray([v[0] for v in views]))
+    sets["novel_view"] = dataclasses.replace(
+        base, rotation=np.stack([v[1] for v in views]).astype(np.float32),
+        translation=np.stack([v[2] for v in views]).astype(np.float32),
+        rgb=np.stack([v[3] for v in views]).astype(np.float32))
+  return sets
+
+
+def build(config: ml_collections.ConfigDict, **kwargs) -> Any:
+  """The Data object for ``config`` (see train/loop.py); the batch kind comes from the model."""
+  from minerf_jax import models
+  kind = models.batch_spec(config)
+  if kind == "rays":
+    return RayData(config, **kwargs)
+  raise ValueError(f"batch kind {kind!r} of model {config.model.name!r} has no pipeline yet")
+
+
+def to_jax_batch(batch: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
+  """Host batch -> device arrays on the default device (for single-device predict/render)."""
+  return {k: jax.numpy.asarray(v) for k, v in batch.items()}

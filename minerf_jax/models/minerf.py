@@ -1,0 +1,283 @@
+"""MI-NeRF: one dynamic face NeRF for many identities.
+
+A NeRFace-style dynamic radiance field lives in a canonical head box. Rays are moved into head
+coordinates with the tracked head pose (``X_world = R X_head + t``), sampled stratified +
+hierarchically inside the box, and the field ``x -> (sigma, rgb)`` is conditioned per ray on
+
+    cond = [ M(w_id, e_t) , z_t ]
+
+* ``w_id``: a learned identity code (one row per identity),
+* ``e_t``: the frame's expression vector from the data (generator ground truth on synthetic data,
+  landmark features on real video),
+* ``M``: the multiplicative module ``(U_w w) * (U_e e)`` (optionally ``+ V_w w + V_e e``), or an
+  ablation (``model.fusion = concat | additive | film``, see ``nerf/fusion.py``),
+* ``z_t``: a per-frame latent code that bypasses M and absorbs what expression does not explain.
+  Held-out and synthesised frames have no latent (``frame = -1``) and use zeros; an L2 penalty
+  keeps training latents near zero so that this is the expected value.
+
+Everything outside the head box is background: a learned per-identity image (``background=
+'image'``, static torso, neck and wall of a fixed camera) or a learned per-identity colour
+(``'constant'``); composited as ``rgb + (1 - acc) * background``.
+
+Personalisation (``config.personalise.identity = k``): the dataset is extended to identity k, the
+identity table gets a new row initialised to the mean of the trained codes, and only
+identity-specific tables (identity codes, frame latents, backgrounds) are trained when
+``personalise.freeze_shared`` (the default), else everything is fine-tuned.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from minerf_jax import metrics
+from minerf_jax.data import pipeline
+from minerf_jax.nerf import encoding as encoding_lib
+from minerf_jax.nerf import field as field_lib
+from minerf_jax.nerf import fusion as fusion_lib
+from minerf_jax.nerf import render
+
+# Parameter collections that belong to one identity (trained when personalising a frozen base).
+IDENTITY_SPECIFIC = ("identity_codes", "frame_latents", "background")
+
+
+def batch_spec(config: ml_collections.ConfigDict) -> str:
+  del config
+  return "rays"
+
+
+def bilinear_lookup(images: jax.Array, index: jax.Array, uv: jax.Array) -> jax.Array:
+  """Samples ``images[index]`` ([N,H,W,C]) at ``uv`` in [0,1] (pixel centres at (i+0.5)/W)."""
+  _, h, w, _ = images.shape
+  x = jnp.clip(uv[..., 0] * w - 0.5, 0.0, w - 1.0)
+  y = jnp.clip(uv[..., 1] * h - 0.5, 0.0, h - 1.0)
+  x0, y0 = jnp.floor(x).astype(jnp.int32), jnp.floor(y).astype(jnp.int32)
+  x1, y1 = jnp.minimum(x0 + 1, w - 1), jnp.minimum(y0 + 1, h - 1)
+  fx, fy = (x - x0)[..., None], (y - y0)[..., None]
+  at = lambda yy, xx: images[index, yy, xx]  # per-ray gathers, no [R,H,W,C] intermediate
+  top = at(y0, x0) * (1 - fx) + at(y0, x1) * fx
+  bottom = at(y1, x0) * (1 - fx) + at(y1, x1) * fx
+  return top * (1 - fy) + bottom * fy
+
+
+class MINeRFNet(nn.Module):
+  """The conditioned field + volume renderer for a batch of rays."""
+  num_identities: int
+  num_frames: int
+  identity_dim: int
+  latent_dim: int
+  fusion: str
+  fusion_features: int
+  first_order: bool
+  encoding: nn.Module
+  depth: int
+  width: int
+  skips: tuple[int, ...]
+  dir_deg: int
+  view_dependent: bool
+  background: str
+  background_shape: tuple[int, int]
+  box: tuple[tuple[float, float, float], tuple[float, float, float]]
+  num_coarse: int
+  num_fine: int
+
+  def setup(self):
+    self.identity_codes = nn.Embed(self.num_identities, self.identity_dim,
+                                   embedding_init=nn.initializers.normal(0.1))
+    self.frame_latents = nn.Embed(max(self.num_frames, 1), self.latent_dim,
+                                  embedding_init=nn.initializers.zeros)
+    self.fuse = fusion_lib.Fusion(kind=self.fusion, features=self.fusion_features,
+                                  first_order=self.first_order)
+    self.field = field_lib.ConditionedField(
+        encoding=self.encoding, depth=self.depth, width=self.width, skips=self.skips,
+        dir_deg=self.dir_deg, view_dependent=self.view_dependent)
+    shape = ((self.num_identities, *self.background_shape, 3) if self.background == "image"
+             else (self.num_identities, 3))
+    if self.background not in ("image", "constant"):
+      raise ValueError(f"config.model.background={self.background!r}: choose 'image' or "
+                       "'constant'")
+    self.background_logits = self.param("background", nn.initializers.zeros, shape)
+
+  def conditioning(self, batch: dict) -> jax.Array:
+    w = self.identity_codes(batch["identity"])
+    c = self.fuse(w, batch["expression"])
+    frame = batch["frame"]
+    z = self.frame_latents(jnp.maximum(frame, 0)) * (frame >= 0)[..., None]
+    return jnp.concatenate([c, z], -1)
+
+  def background_rgb(self, batch: dict) -> jax.Array:
+    colours = jax.nn.sigmoid(self.background_logits)
+    if self.background == "image":
+      return bilinear_lookup(colours, batch["identity"], batch["pixel"])
+    return colours[batch["identity"]]
+
+  def __call__(self, batch: dict, rng: jax.Array | None, randomized: bool) -> dict:
+    o, d = render.to_canonical(batch["origins"], batch["directions"], batch["rotation"],
+                               batch["translation"])
+    lo, hi = jnp.asarray(self.box[0]), jnp.asarray(self.box[1])
+    near, far, hit = render.ray_box_intersect(o, d, lo, hi)
+    cond = self.conditioning(batch)
+    centre, half = (lo + hi) / 2, (hi - lo) / 2
+
+    def field_fn(points, dirs):
+      return self.field((points - centre) / half, dirs, cond)
+
+    out = render.render_rays(
+        field_fn, rng, o, d, near, far, hit, num_coarse=self.num_coarse,
+        num_fine=self.num_fine, randomized=randomized, background_rgb=self.background_rgb(batch))
+    out["latent"] = cond[..., cond.shape[-1] - self.latent_dim:]
+    return out
+
+
+def net_from_config(config: ml_collections.ConfigDict) -> MINeRFNet:
+  mc = config.model
+  num_ids = pipeline.effective_num_identities(config)
+  return MINeRFNet(
+      num_identities=num_ids,
+      num_frames=num_ids * int(config.data.frames_per_identity),
+      identity_dim=mc.identity_dim,
+      latent_dim=mc.latent_dim,
+      fusion=mc.fusion,
+      fusion_features=mc.fusion_features,
+      first_order=mc.first_order,
+      encoding=encoding_lib.build_encoding(mc.encoding),
+      depth=mc.depth,
+      width=mc.width,
+      skips=tuple(mc.skips),
+      dir_deg=mc.dir_deg,
+      view_dependent=mc.view_dependent,
+      background=mc.background,
+      background_shape=(int(config.data.resolution),) * 2,
+      box=tuple(tuple(float(v) for v in corner) for corner in mc.box),
+      num_coarse=mc.num_coarse,
+      num_fine=mc.num_fine)
+
+
+class MINeRF:
+  """The MI-NeRF model seam (see ``minerf_jax/models/__init__.py``)."""
+  name = "minerf"
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    self.config = config
+    self.net = net_from_config(config)
+    self._render_chunk = jax.jit(functools.partial(self._apply, randomized=False, rng=None))
+
+  def _apply(self, params, batch, rng, randomized):
+    return self.net.apply({"params": params}, batch, rng, randomized)
+
+  def init(self, rng: jax.Array, batch: dict) -> Any:
+    batch = {k: jnp.asarray(v)[:8] for k, v in batch.items()}
+    return self.net.init(rng, batch, None, False)["params"]
+
+  def loss(self, params, batch, rng, step):
+    del step
+    mc = self.config.model
+    out = self._apply(params, batch, rng, mc.randomized)
+    mse = jnp.mean((out["rgb"] - batch["rgb"]) ** 2)
+    coarse_mse = jnp.mean((out["coarse_rgb"] - batch["rgb"]) ** 2)
+    latent_l2 = jnp.mean(jnp.sum(out["latent"] ** 2, -1))
+    total = mse + mc.coarse_weight * coarse_mse + mc.latent_weight * latent_l2
+    return total, {"mse": mse, "psnr": metrics.mse_to_psnr(mse), "coarse_mse": coarse_mse,
+                   "latent_l2": latent_l2}
+
+  def predict(self, params, batch: dict) -> dict:
+    """Deterministic render of a ray batch: rgb, depth, acc."""
+    out = self._render_chunk(params, batch)
+    return {k: out[k] for k in ("rgb", "depth", "acc")}
+
+  def render_frames(self, params, frames: pipeline.FrameSet) -> dict[str, np.ndarray]:
+    """Renders every frame of a FrameSet: rgb [N,H,W,3], depth and acc [N,H,W]."""
+    h, w = frames.resolution
+    rays = [pipeline.frame_rays(frames, i) for i in range(len(frames))]
+    flat = {k: np.concatenate([r[k] for r in rays]) for k in rays[0]}
+    chunk = int(self.config.eval.chunk)
+    total = len(flat["rgb"])
+    outs = []
+    for start in range(0, total, chunk):
+      piece = {k: v[start:start + chunk] for k, v in flat.items()}
+      pad = chunk - len(piece["rgb"])
+      if pad:  # keep one compiled shape
+        piece = {k: np.concatenate([v, np.repeat(v[-1:], pad, 0)]) for k, v in piece.items()}
+      out = jax.device_get(self.predict(params, piece))
+      outs.append({k: v[:chunk - pad] for k, v in out.items()})
+    joined = {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
+    return {"rgb": joined["rgb"].reshape(len(frames), h, w, 3),
+            "depth": joined["depth"].reshape(len(frames), h, w),
+            "acc": joined["acc"].reshape(len(frames), h, w)}
+
+  def evaluate(self, params, eval_data: dict[str, pipeline.FrameSet]) -> dict[str, float]:
+    """PSNR/SSIM per named FrameSet (and per identity for held-out frames)."""
+    results = {}
+    for name, frames in eval_data.items():
+      pred = self.render_frames(params, frames)["rgb"]
+      ssim = np.asarray([float(metrics.ssim(p, t)) for p, t in zip(pred, frames.rgb)])
+      results[f"{name}/psnr"] = float(metrics.mse_to_psnr(np.mean((pred - frames.rgb) ** 2)))
+      results[f"{name}/ssim"] = float(ssim.mean())
+      if name == "heldout":
+        for identity in sorted(set(frames.identity.tolist())):
+          sel = frames.identity == identity
+          results[f"{name}/psnr_id{identity}"] = float(
+              metrics.mse_to_psnr(np.mean((pred[sel] - frames.rgb[sel]) ** 2)))
+          results[f"{name}/ssim_id{identity}"] = float(ssim[sel].mean())
+    return results
+
+  def trainable(self, params):
+    pc = self.config.personalise
+    if int(pc.identity) < 0 or not pc.freeze_shared:
+      return jax.tree.map(lambda _: True, params)
+    return {k: jax.tree.map(lambda _, keep=k in IDENTITY_SPECIFIC: keep, v)
+            for k, v in params.items()}
+
+  def load_pretrained(self, params, pretrained):
+    """Copies a checkpoint into fresh params; per-identity tables may gain rows (new identity).
+
+    New identity-code rows start at the mean of the trained codes, new background rows at the
+    mean background; every other parameter must match in shape.
+    """
+    flat_new = _flatten(params)
+    flat_old = _flatten(pretrained)
+    missing = sorted(set(flat_new) - set(flat_old))
+    if missing:
+      raise ValueError(f"init_from checkpoint has no parameter {missing[0]!r}: it was trained "
+                       "with another model or model config")
+    merged = {}
+    for path, new in flat_new.items():
+      old = np.asarray(flat_old[path])
+      if old.shape == new.shape:
+        merged[path] = jnp.asarray(old, new.dtype)
+      elif path[0] in IDENTITY_SPECIFIC and old.shape[1:] == new.shape[1:] and (
+          old.shape[0] <= new.shape[0]):
+        rows = np.asarray(new).copy()
+        rows[:old.shape[0]] = old
+        if path[0] != "frame_latents":
+          rows[old.shape[0]:] = old.mean(0)
+        merged[path] = jnp.asarray(rows, new.dtype)
+      else:
+        raise ValueError(f"init_from parameter {'/'.join(path)!r} has shape {old.shape} but "
+                         f"this config builds {tuple(new.shape)}")
+    return _unflatten(merged)
+
+
+def _flatten(tree, prefix=()):
+  out = {}
+  for k, v in tree.items():
+    if isinstance(v, dict) or hasattr(v, "items"):
+      out.update(_flatten(v, prefix + (k,)))
+    else:
+      out[prefix + (k,)] = v
+  return out
+
+
+def _unflatten(flat):
+  tree: dict = {}
+  for path, v in flat.items():
+    node = tree
+    for k in path[:-1]:
+      node = node.setdefault(k, {})
+    node[path[-1]] = v
+  return tree
