@@ -125,7 +125,8 @@ def load_frames(builder, split: str, identities: tuple[int, ...],
     keep.extend(idx.tolist())
   if not keep:
     raise ValueError(f"split {split!r} of {builder.name} has no frames of identities {identities}")
-  arrays = _stack(source, sorted(keep))
+  frame_of = {i: int(source[i]["frame"]) for i in keep}
+  arrays = _stack(source, sorted(keep, key=frame_of.get))  # time order within each identity
   return FrameSet(
       rgb=arrays["rgb"].astype(np.float32) / 255.0,
       rotation=arrays["rotation"].astype(np.float32),
@@ -134,6 +135,14 @@ def load_frames(builder, split: str, identities: tuple[int, ...],
       identity=arrays["identity"].astype(np.int32),
       frame=arrays["frame"].astype(np.int32),
       expression=arrays["expression"].astype(np.float32))
+
+
+def load_audio(builder, split: str, identity: int) -> np.ndarray:
+  """The identity's audio over a split, in time order (per-frame chunks concatenated)."""
+  source = builder.as_data_source(split=split)
+  rows = [source[i] for i in range(len(source))]
+  rows = sorted((r for r in rows if int(r["identity"]) == identity), key=lambda r: int(r["frame"]))
+  return np.concatenate([np.asarray(r["audio"], np.float32) for r in rows])
 
 
 # ----------------------------------------------------------------------------------------------
