@@ -1,0 +1,181 @@
+r"""Benchmarks: print figures and write JSON. Never part of the test suite.
+
+  python -m launch.benchmark --suite=minerf_time_to_psnr [--target_psnr=24 --max_steps=4000]
+  python -m launch.benchmark --suite=minerf_throughput
+
+minerf_time_to_psnr
+  1. One multi-identity MI-NeRF on all N identities vs N single-identity MI-NeRFs (same
+     architecture, batch and schedule), each trained until its held-out PSNR (on the identities
+     it trains on) reaches --target_psnr, evaluated every --eval_every steps. Prints
+     ``time_ratio=<multi/sum_single>`` where times are training wall-clock seconds (evaluation and
+     the one-off XLA compile excluded; the compile times are printed separately).
+  2. The fusion ablation: hadamard vs concat vs additive (and film) trained for the same
+     --ablation_steps; held-out and expression-transfer PSNR.
+minerf_throughput
+  Train and render rays/s of the base config on this machine's devices.
+"""
+from __future__ import annotations
+
+import json
+import time
+
+from absl import app
+from absl import flags
+import jax
+import ml_collections
+import numpy as np
+
+from configs import minerf as minerf_config
+from minerf_jax import models
+from minerf_jax.data import pipeline
+from minerf_jax.train import loop
+from minerf_jax.train import parallel
+from minerf_jax.train import state as state_lib
+
+_SUITE = flags.DEFINE_enum("suite", "minerf_time_to_psnr",
+                           ["minerf_time_to_psnr", "minerf_throughput"], "Benchmark suite.")
+_VARIANT = flags.DEFINE_string("variant", "demo", "configs/minerf.py variant to benchmark.")
+_TARGET = flags.DEFINE_float("target_psnr", 24.0, "Held-out PSNR target (dB).")
+_MAX_STEPS = flags.DEFINE_integer("max_steps", 4000, "Step budget per model (time-to-PSNR).")
+_EVAL_EVERY = flags.DEFINE_integer("eval_every", 250, "Steps between held-out evaluations.")
+_ABLATION_STEPS = flags.DEFINE_integer("ablation_steps", 2000, "Steps per fusion variant.")
+_FUSIONS = flags.DEFINE_list("fusions", ["hadamard", "concat", "additive", "film"], "Ablation.")
+_OUT = flags.DEFINE_string("out", None, "Write the figures as JSON here.")
+
+
+class Trainer:
+  """The train loop's parts (optimizer, parallel step) without checkpoints, for timing."""
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    self.config = config
+    self.model = models.build(config)
+    self.data = pipeline.build(config)
+    self.mesh = parallel.make_mesh()
+    schedule = loop.learning_rate_schedule(config.optimizer, int(config.total_steps))
+    self.tx = loop.make_optimizer(config, self.model.trainable, schedule)
+    rng = jax.random.key_data(jax.random.key(config.seed))
+    params = self.model.init(jax.random.key(config.seed), self.data.example_batch())
+    self.step_fn = parallel.make_train_step(self.model, self.tx, config.parallel.strategy,
+                                            self.mesh)
+    self.state = self.step_fn.put_state(state_lib.TrainState.create(params, self.tx, rng))
+    self.step = 0
+    self.train_seconds = 0.0
+    self.compile_seconds = 0.0
+
+  def train(self, steps: int) -> None:
+    for _ in range(steps):
+      batch = self.data.train_batch(self.step)
+      t0 = time.perf_counter()
+      self.state, metrics = self.step_fn(self.state, self.step_fn.put_batch(batch))
+      if self.step == 0:
+        jax.block_until_ready(metrics)
+        self.compile_seconds = time.perf_counter() - t0
+        t0 = time.perf_counter()
+      self.step += 1
+      self.train_seconds += time.perf_counter() - t0
+    jax.block_until_ready(self.state)
+
+  def evaluate(self, names=("heldout",)) -> dict[str, float]:
+    params = self.step_fn.get_state(self.state).params
+    return self.model.evaluate(params, {k: self.data.eval_data[k] for k in names
+                                        if k in self.data.eval_data})
+
+
+def _config(**overrides) -> ml_collections.ConfigDict:
+  config = minerf_config.get_config(_VARIANT.value)
+  for key, value in overrides.items():
+    node = config
+    *path, leaf = key.split(".")
+    for p in path:
+      node = node[p]
+    node[leaf] = value
+  return config
+
+
+def time_to_psnr(config, target: float, max_steps: int, eval_every: int) -> dict:
+  trainer = Trainer(config)
+  history = []
+  while trainer.step < max_steps:
+    trainer.train(eval_every)
+    psnr = trainer.evaluate()["heldout/psnr"]
+    history.append((trainer.step, round(trainer.train_seconds, 2), round(psnr, 3)))
+    print(f"  step {trainer.step:5d}  train {trainer.train_seconds:7.1f}s  "
+          f"held-out PSNR {psnr:.2f} dB", flush=True)
+    if psnr >= target:
+      break
+  reached = history[-1][2] >= target
+  return {"reached": reached, "steps": trainer.step, "seconds": trainer.train_seconds,
+          "compile_seconds": trainer.compile_seconds, "history": history}
+
+
+def suite_time_to_psnr() -> dict:
+  target, max_steps, every = _TARGET.value, _MAX_STEPS.value, _EVAL_EVERY.value
+  base = _config(total_steps=max_steps)
+  n = int(base.data.num_identities)
+  print(f"== multi-identity MI-NeRF on {n} identities, target {target} dB", flush=True)
+  multi = time_to_psnr(base, target, max_steps, every)
+  singles = []
+  for i in range(n):
+    print(f"== single-identity MI-NeRF, identity {i}", flush=True)
+    singles.append(time_to_psnr(_config(total_steps=max_steps, **{"data.identities": (i,)}),
+                                target, max_steps, every))
+  sum_single = sum(s["seconds"] for s in singles)
+  all_reached = multi["reached"] and all(s["reached"] for s in singles)
+  ratio = multi["seconds"] / sum_single
+  print(f"multi: {multi['seconds']:.1f}s ({multi['steps']} steps, reached={multi['reached']}); "
+        f"singles: {', '.join(f'{s['seconds']:.1f}s/{s['steps']}' for s in singles)} "
+        f"(sum {sum_single:.1f}s); compile excluded")
+  print(f"time_ratio={ratio:.3f}" + ("" if all_reached else
+                                     "  (a model did not reach the target: lower bound)"))
+  print(f"== fusion ablation: {_ABLATION_STEPS.value} steps each", flush=True)
+  ablation = {}
+  for kind in _FUSIONS.value:
+    trainer = Trainer(_config(total_steps=_ABLATION_STEPS.value, **{"model.fusion": kind}))
+    trainer.train(_ABLATION_STEPS.value)
+    res = trainer.evaluate(("heldout", "transfer"))
+    ablation[kind] = {"heldout_psnr": res["heldout/psnr"], "heldout_ssim": res["heldout/ssim"],
+                      "transfer_psnr": res.get("transfer/psnr", float("nan")),
+                      "train_seconds": trainer.train_seconds}
+    print(f"fusion={kind:9s} heldout_psnr={res['heldout/psnr']:.2f} "
+          f"transfer_psnr={res.get('transfer/psnr', float('nan')):.2f} "
+          f"ssim={res['heldout/ssim']:.3f} ({trainer.train_seconds:.0f}s)", flush=True)
+  return {"target_psnr": target, "multi": multi, "singles": singles, "time_ratio": ratio,
+          "all_reached": all_reached, "fusion_ablation": ablation,
+          "devices": [str(d) for d in jax.devices()]}
+
+
+def suite_throughput() -> dict:
+  config = _config()
+  trainer = Trainer(config)
+  trainer.train(3)
+  steps = 20
+  before = trainer.train_seconds
+  trainer.train(steps)
+  train_rays = steps * trainer.data.global_batch_size / (trainer.train_seconds - before)
+  frames = trainer.data.eval_data["heldout"]
+  params = trainer.step_fn.get_state(trainer.state).params
+  trainer.model.render_frames(params, frames.take(np.arange(1)))  # compile
+  t0 = time.perf_counter()
+  trainer.model.render_frames(params, frames)
+  dt = time.perf_counter() - t0
+  h, w = frames.resolution
+  render_rays = len(frames) * h * w / dt
+  print(f"train_rays_per_s={train_rays:.0f} render_rays_per_s={render_rays:.0f} "
+        f"render_fps={len(frames) / dt:.2f} ({h}x{w}) devices={jax.device_count()} "
+        f"({jax.devices()[0].platform})")
+  return {"train_rays_per_s": train_rays, "render_rays_per_s": render_rays,
+          "render_fps": len(frames) / dt, "resolution": [h, w], "devices": jax.device_count()}
+
+
+def main(argv):
+  del argv
+  results = {"minerf_time_to_psnr": suite_time_to_psnr,
+             "minerf_throughput": suite_throughput}[_SUITE.value]()
+  if _OUT.value:
+    with open(_OUT.value, "w") as f:
+      json.dump(results, f, indent=2)
+    print(f"wrote {_OUT.value}")
+
+
+if __name__ == "__main__":
+  app.run(main)
