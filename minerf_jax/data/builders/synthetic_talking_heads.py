@@ -134,8 +134,10 @@ def identity_examples(c: SyntheticTalkingHeadsConfig, identity: int, frames):
 
 def build(data_dir: str, **config_kwargs) -> SyntheticTalkingHeads:
   """Builds the dataset for these settings (or reuses a finished build) and returns the builder."""
-  builder = SyntheticTalkingHeads(data_dir=data_dir,
-                                  config=SyntheticTalkingHeadsConfig.make(**config_kwargs))
+  config = SyntheticTalkingHeadsConfig.make(**config_kwargs)
+  predefined = {c.name for c in SyntheticTalkingHeads.BUILDER_CONFIGS}
+  builder = SyntheticTalkingHeads(data_dir=data_dir,  # TFDS wants predefined configs by name
+                                  config=config.name if config.name in predefined else config)
   builder.download_and_prepare(
       download_config=tfds.download.DownloadConfig(verify_ssl=False))
   return builder
