@@ -89,8 +89,9 @@ class MINeRFNet(nn.Module):
   def setup(self):
     self.identity_codes = nn.Embed(self.num_identities, self.identity_dim,
                                    embedding_init=nn.initializers.normal(0.1))
-    self.frame_latents = nn.Embed(max(self.num_frames, 1), self.latent_dim,
-                                  embedding_init=nn.initializers.zeros)
+    if self.latent_dim:
+      self.frame_latents = nn.Embed(max(self.num_frames, 1), self.latent_dim,
+                                    embedding_init=nn.initializers.zeros)
     self.fuse = fusion_lib.Fusion(kind=self.fusion, features=self.fusion_features,
                                   first_order=self.first_order)
     self.field = field_lib.ConditionedField(
@@ -106,6 +107,8 @@ class MINeRFNet(nn.Module):
   def conditioning(self, batch: dict) -> jax.Array:
     w = self.identity_codes(batch["identity"])
     c = self.fuse(w, batch["expression"])
+    if not self.latent_dim:
+      return c
     frame = batch["frame"]
     z = self.frame_latents(jnp.maximum(frame, 0)) * (frame >= 0)[..., None]
     return jnp.concatenate([c, z], -1)
