@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import warnings
 from typing import Any, Iterator, Mapping
 
 import grain
@@ -33,7 +34,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 # Per-frame fields that every ray-dataset provides.
-FRAME_KEYS = ("rgb", "rotation", "translation", "intrinsics", "identity", "frame", "expression")
+FRAME_KEYS = ("rgb", "masks", "rotation", "translation", "intrinsics", "identity", "frame",
+              "expression")
 
 
 def default_data_dir() -> str:
@@ -54,6 +56,7 @@ class FrameSet:
   identity: np.ndarray     # [N] int32
   frame: np.ndarray        # [N] int32
   expression: np.ndarray   # [N,E] float32
+  mask: np.ndarray         # [N,H,W] float32: 1 on the head (the dataset's 'face' mask channel)
 
   def __len__(self) -> int:
     return int(self.rgb.shape[0])
@@ -134,7 +137,8 @@ def load_frames(builder, split: str, identities: tuple[int, ...],
       intrinsics=arrays["intrinsics"].astype(np.float32),
       identity=arrays["identity"].astype(np.int32),
       frame=arrays["frame"].astype(np.int32),
-      expression=arrays["expression"].astype(np.float32))
+      expression=arrays["expression"].astype(np.float32),
+      mask=arrays["masks"][..., 0].astype(np.float32))
 
 
 def load_audio(builder, split: str, identity: int) -> np.ndarray:
@@ -143,6 +147,28 @@ def load_audio(builder, split: str, identity: int) -> np.ndarray:
   rows = [source[i] for i in range(len(source))]
   rows = sorted((r for r in rows if int(r["identity"]) == identity), key=lambda r: int(r["frame"]))
   return np.concatenate([np.asarray(r["audio"], np.float32) for r in rows])
+
+
+def estimate_backgrounds(frames: FrameSet, num_identities: int) -> np.ndarray:
+  """[num_identities,H,W,3] per-identity background: the per-pixel median over the frames where
+  the pixel is not covered by the head mask (static camera). Pixels the head always covers take
+  the median of the visible background; identities without frames take the mean image."""
+  h, w = frames.resolution
+  out = np.empty((num_identities, h, w, 3), np.float32)
+  seen = np.zeros(num_identities, bool)
+  for identity in range(num_identities):
+    sel = frames.identity == identity
+    if not sel.any():
+      continue
+    rgb = np.where(frames.mask[sel][..., None] > 0.5, np.nan, frames.rgb[sel])
+    with warnings.catch_warnings():  # all-NaN pixels (always covered) are expected
+      warnings.simplefilter("ignore", RuntimeWarning)
+      med = np.nanmedian(rgb, axis=0)
+      fill = np.nanmedian(rgb.reshape(-1, 3), axis=0)
+    out[identity] = np.where(np.isnan(med), np.nan_to_num(fill, nan=0.5), med)
+    seen[identity] = True
+  out[~seen] = out[seen].mean(0) if seen.any() else 0.5
+  return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -204,6 +230,7 @@ def _ray_batch(frames: FrameSet, frame_idx: np.ndarray, flat: np.ndarray, pix: n
       "expression": frames.expression[frame_idx],
       "pixel": (pix / np.asarray([w, h], np.float32)).astype(np.float32),
       "rgb": frames.rgb.reshape(len(frames), h * w, 3)[frame_idx, flat],
+      "mask": frames.mask.reshape(len(frames), h * w)[frame_idx, flat],
   }
 
 
@@ -280,6 +307,10 @@ class RayData:
           grain.ReadOptions(num_threads=2, prefetch_buffer_size=4)))
     self._next_step = step + 1
     return next(self._iterator)
+
+  @functools.cached_property
+  def background_estimate(self) -> np.ndarray:
+    return estimate_backgrounds(self.train_frames, effective_num_identities(self.config))
 
   def example_batch(self) -> dict[str, np.ndarray]:
     return self._dataset[0]

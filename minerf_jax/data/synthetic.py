@@ -39,7 +39,7 @@ JAW_STRETCH = 0.22
 AMBIENT, DIFFUSE = 0.62, 0.38
 LIGHT_DIR = np.array([-0.45, -0.55, -1.0]) / np.linalg.norm([-0.45, -0.55, -1.0])
 # Every head primitive lies inside this box (head coordinates) for every identity/expression.
-HEAD_BOX = ((-1.05, -1.2, -1.2), (1.05, 1.35, 1.05))
+HEAD_BOX = ((-0.96, -1.15, -1.05), (0.96, 1.2, 1.02))
 
 SEG_BACKGROUND, SEG_SKIN, SEG_HAIR, SEG_EYES, SEG_LIPS, SEG_NECK, SEG_TORSO = range(7)
 LANDMARK_NAMES = (

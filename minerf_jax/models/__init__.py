@@ -9,6 +9,7 @@ Every system implements the same small seam so one training loop serves all of t
   evaluate(params, eval_data) -> dict of floats          # held-out metrics (host-side loop)
   trainable(params) -> pytree of bool                    # False leaves are frozen
   load_pretrained(params, pretrained) -> params          # merge a checkpoint into fresh params
+  initialize_from_data(params, data) -> params           # optional: data-driven init (fresh runs)
 
 ``batch_spec(config)`` (a module-level function of each model file) names the batch kind the
 data pipeline must deliver ('rays' for NeRF models, 'pairs' for 2-D animation models).

@@ -15,6 +15,9 @@ hierarchically inside the box, and the field ``x -> (sigma, rgb)`` is conditione
   Held-out and synthesised frames have no latent (``frame = -1``) and use zeros; an L2 penalty
   keeps training latents near zero so that this is the expected value.
 
+An optional opacity loss (``model.mask_weight``) pulls the rendered opacity towards the
+dataset's head mask, which removes semi-transparent floaters over the static background.
+
 Everything outside the head box is background: a learned per-identity image (``background=
 'image'``, static torso, neck and wall of a fixed camera) or a learned per-identity colour
 (``'constant'``); composited as ``rgb + (1 - acc) * background``.
@@ -184,9 +187,12 @@ class MINeRF:
     mse = jnp.mean((out["rgb"] - batch["rgb"]) ** 2)
     coarse_mse = jnp.mean((out["coarse_rgb"] - batch["rgb"]) ** 2)
     latent_l2 = jnp.mean(jnp.sum(out["latent"] ** 2, -1))
-    total = mse + mc.coarse_weight * coarse_mse + mc.latent_weight * latent_l2
+    # Opacity inside the head box should be the head: no floaters over the static background.
+    mask_mse = jnp.mean((out["acc"] - batch["mask"]) ** 2)
+    total = (mse + mc.coarse_weight * coarse_mse + mc.latent_weight * latent_l2
+             + mc.mask_weight * mask_mse)
     return total, {"mse": mse, "psnr": metrics.mse_to_psnr(mse), "coarse_mse": coarse_mse,
-                   "latent_l2": latent_l2}
+                   "latent_l2": latent_l2, "mask_mse": mask_mse}
 
   def predict(self, params, batch: dict) -> dict:
     """Deterministic render of a ray batch: rgb, depth, acc."""
@@ -229,6 +235,21 @@ class MINeRF:
           results[f"{name}/ssim_id{identity}"] = float(ssim[sel].mean())
     return results
 
+  def initialize_from_data(self, params, data):
+    """Starts the background from the data's per-identity background estimate (a static camera
+    sees the same wall and torso in every frame); a learned background then only refines it."""
+    estimate = getattr(data, "background_estimate", None)
+    if estimate is None:
+      return params
+    estimate = np.clip(np.asarray(estimate, np.float32), 1e-3, 1 - 1e-3)
+    if self.net.background == "constant":
+      estimate = estimate.mean((1, 2))
+    logits = np.log(estimate) - np.log1p(-estimate)
+    if logits.shape != params["background"].shape:
+      raise ValueError(f"background estimate {logits.shape} does not match the model's "
+                       f"{params['background'].shape}: config.data.resolution differs?")
+    return {**params, "background": jnp.asarray(logits)}
+
   def trainable(self, params):
     pc = self.config.personalise
     if int(pc.identity) < 0 or not pc.freeze_shared:
@@ -239,8 +260,8 @@ class MINeRF:
   def load_pretrained(self, params, pretrained):
     """Copies a checkpoint into fresh params; per-identity tables may gain rows (new identity).
 
-    New identity-code rows start at the mean of the trained codes, new background rows at the
-    mean background; every other parameter must match in shape.
+    New identity-code rows start at the mean of the trained codes, new background and latent
+    rows keep their fresh (data-driven) values; every other parameter must match in shape.
     """
     flat_new = _flatten(params)
     flat_old = _flatten(pretrained)
@@ -257,8 +278,8 @@ class MINeRF:
           old.shape[0] <= new.shape[0]):
         rows = np.asarray(new).copy()
         rows[:old.shape[0]] = old
-        if path[0] != "frame_latents":
-          rows[old.shape[0]:] = old.mean(0)
+        if path[0] == "identity_codes":  # new people start at the mean identity; new
+          rows[old.shape[0]:] = old.mean(0)  # backgrounds keep their data-driven init
         merged[path] = jnp.asarray(rows, new.dtype)
       else:
         raise ValueError(f"init_from parameter {'/'.join(path)!r} has shape {old.shape} but "

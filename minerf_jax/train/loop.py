@@ -169,6 +169,8 @@ def init_state(config, model, data, mesh, ckpt: checkpoint.Checkpointer, tx
   init_rng, train_rng = jax.random.split(jax.random.PRNGKey(int(config.seed)))
   params = model.init(init_rng, data.example_batch())
   resume = ckpt.latest_step() is not None
+  if hasattr(model, "initialize_from_data") and not resume:  # optional hook, e.g. backgrounds
+    params = model.initialize_from_data(params, data)
   if config.get("init_from") and not resume:
     params = model.load_pretrained(params, checkpoint.load_params(config.init_from))
     print(f"initialised parameters from {config.init_from}", flush=True)

@@ -17,7 +17,7 @@ import tensorflow_datasets as tfds
 from minerf_jax.data import audio as audio_lib
 from minerf_jax.data import synthetic
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 SAMPLE_RATE = 16000
 AUDIO_WINDOW, N_MELS = 16, 40
 
@@ -48,7 +48,8 @@ def split_point(frames_per_identity: int, test_fraction: float) -> int:
 
 class SyntheticTalkingHeads(tfds.core.GeneratorBasedBuilder):
   """Procedural multi-identity talking heads with exact ground truth."""
-  VERSION = tfds.core.Version("1.0.0")
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {"1.1.0": "Tight head box.", "1.0.0": "Initial release."}
   BUILDER_CONFIGS = [SyntheticTalkingHeadsConfig.make()]
   name = "synthetic_talking_heads"
 
