@@ -17,8 +17,8 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from launch import evaluate as evaluate_lib
-from launch import render as render_lib
+from launch import runs
+from launch import videos as videos_lib
 from minerf_jax.train import loop
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "Run directory.")
@@ -31,10 +31,10 @@ def main(argv):
   start = time.time()
   loop.train_and_evaluate(config, workdir)
   trained = time.time()
-  results = evaluate_lib.evaluate(workdir, config)
+  results = runs.evaluate(workdir, config)
   with open(os.path.join(workdir, "eval.json"), "w") as f:
     json.dump(results, f, indent=2, sort_keys=True)
-  videos = render_lib.render_videos(workdir, os.path.join(workdir, "videos"))
+  videos = videos_lib.render_videos(workdir, os.path.join(workdir, "videos"))
   print(f"train {trained - start:.0f}s, evaluate+render {time.time() - trained:.0f}s; "
         f"metrics in {os.path.join(workdir, 'eval.json')}; videos: {', '.join(videos.values())}")
   print(f"DEMO psnr={results['heldout/psnr']:.2f} ssim={results['heldout/ssim']:.3f} "

@@ -14,22 +14,15 @@ from absl import flags
 from ml_collections import config_flags
 
 from launch import runs
-from minerf_jax.data import pipeline
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training run directory.", required=True)
 _OUT = flags.DEFINE_string("out", None, "JSON output path (default: WORKDIR/eval.json).")
 config_flags.DEFINE_config_file("config", None, "Optional config file.", lock_config=True)
 
 
-def evaluate(workdir: str, config=None) -> dict:
-  config, model, params = runs.restore(workdir, config)
-  data = pipeline.build(config)
-  return model.evaluate(params, data.eval_data)
-
-
 def main(argv):
   del argv
-  results = evaluate(_WORKDIR.value, flags.FLAGS.config)
+  results = runs.evaluate(_WORKDIR.value, flags.FLAGS.config)
   out = _OUT.value or os.path.join(_WORKDIR.value, "eval.json")
   with open(out, "w") as f:
     json.dump(results, f, indent=2, sort_keys=True)

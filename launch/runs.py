@@ -1,4 +1,4 @@
-"""Restoring a trained run for the launchers that use one (evaluate, render, demo)."""
+"""Restoring and evaluating a trained run (shared by evaluate, render, demo; defines no flags)."""
 from __future__ import annotations
 
 import json
@@ -7,6 +7,7 @@ import os
 import ml_collections
 
 from minerf_jax import models
+from minerf_jax.data import pipeline
 from minerf_jax.train import checkpoint
 
 
@@ -26,3 +27,9 @@ def restore(workdir: str, config: ml_collections.ConfigDict | None = None):
   model = models.build(config)
   params = checkpoint.load_params(workdir, model_name=config.model.name)
   return config, model, params
+
+
+def evaluate(workdir: str, config: ml_collections.ConfigDict | None = None) -> dict:
+  """Held-out metrics (``model.evaluate`` on the pipeline's eval sets) of a run."""
+  config, model, params = restore(workdir, config)
+  return model.evaluate(params, pipeline.build(config).eval_data)

@@ -1,3 +1,4 @@
+"""Writes notebooks/quickstart.ipynb: python notebooks/make_quickstart.py notebooks/quickstart.ipynb"""
 import json, sys
 cells = []
 def md(s): cells.append({"cell_type": "markdown", "metadata": {}, "source": s.strip("\n").splitlines(True)})

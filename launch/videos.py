@@ -1,0 +1,68 @@
+"""Videos of a trained MI-NeRF run (used by launch.render and launch.demo; defines no flags).
+
+* reconstruction: the identity's held-out frames, [ground truth | render], with its audio.
+* transfer: identity A driven by identity B's held-out expressions (A's own head poses),
+  [B driving | A render | A ground truth], with B's audio muxed in.
+* orbit: a yaw sweep of the identity beyond the training poses, [render | ground truth].
+Ground-truth panels exist because the synthetic generator renders any identity/expression/pose.
+"""
+import dataclasses
+import os
+
+import numpy as np
+
+from launch import runs
+from minerf_jax.data import pipeline
+from minerf_jax.data import video
+
+
+def _ground_truth(builder, frames: pipeline.FrameSet) -> np.ndarray:
+  from minerf_jax.data.builders import synthetic_talking_heads as sth
+  meta = dict(builder.info.metadata)
+  return np.stack([sth.ground_truth(meta, int(frames.identity[i]), frames.expression[i],
+                                    frames.rotation[i], frames.translation[i])["rgb"]
+                   for i in range(len(frames))]).astype(np.float32)
+
+
+def render_videos(workdir, out_dir, mode="all", identity=0, driver=1, scale=4, orbit_frames=50,
+                  orbit_yaw=40.0) -> dict[str, str]:
+  """Writes the requested videos; returns {mode: path}."""
+  config, model, params = runs.restore(workdir)
+  builder = pipeline.dataset_builder(config.data,
+                                     num_identities=pipeline.effective_num_identities(config))
+  fps = float(builder.info.metadata.get("fps", 25))
+  sample_rate = int(builder.info.metadata.get("sample_rate", 16000))
+  written = {}
+  a = pipeline.load_frames(builder, "test", (identity,))
+  a = dataclasses.replace(a, frame=np.full_like(a.frame, -1))
+  if mode in ("all", "reconstruction"):
+    pred = model.render_frames(params, a)["rgb"]
+    path = os.path.join(out_dir, f"reconstruction_id{identity}.mp4")
+    written["reconstruction"] = video.write_video(
+        path, video.upscale(np.concatenate([a.rgb, pred], axis=2), scale), fps,
+        pipeline.load_audio(builder, "test", identity), sample_rate)
+  if mode in ("all", "transfer"):
+    b = pipeline.load_frames(builder, "test", (driver,))
+    n = min(len(a), len(b))
+    driven = dataclasses.replace(a.take(np.arange(n)), expression=b.expression[:n])
+    pred = model.render_frames(params, driven)["rgb"]
+    gt = _ground_truth(builder, driven)
+    audio = pipeline.load_audio(builder, "test", driver)[:int(n * sample_rate / fps)]
+    path = os.path.join(out_dir, f"transfer_id{identity}_from_id{driver}.mp4")
+    written["transfer"] = video.write_video(
+        path, video.upscale(np.concatenate([b.rgb[:n], pred, gt], axis=2), scale), fps, audio,
+        sample_rate)
+  if mode in ("all", "orbit"):
+    from minerf_jax.data import synthetic
+    yaws = orbit_yaw * np.sin(np.linspace(0, 2 * np.pi, orbit_frames, endpoint=False))
+    poses = [synthetic.pose_matrix(float(np.deg2rad(y)), 0.0, 0.0, np.zeros(3)) for y in yaws]
+    orbit = dataclasses.replace(
+        a.take(np.zeros(orbit_frames, int)),
+        rotation=np.stack([p[0] for p in poses]).astype(np.float32),
+        translation=np.stack([p[1] for p in poses]).astype(np.float32))
+    pred = model.render_frames(params, orbit)["rgb"]
+    gt = _ground_truth(builder, orbit)
+    path = os.path.join(out_dir, f"orbit_id{identity}.mp4")
+    written["orbit"] = video.write_video(
+        path, video.upscale(np.concatenate([pred, gt], axis=2), scale), fps)
+  return written

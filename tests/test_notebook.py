@@ -1,0 +1,27 @@
+"""notebooks/quickstart.ipynb runs top to bottom (tiny config) and shows its three strips."""
+import json
+import os
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_quickstart_notebook_runs(tmp_path, monkeypatch):
+  pytest.importorskip("matplotlib")  # part of the `test` extra
+  monkeypatch.setenv("MPLBACKEND", "Agg")
+  monkeypatch.setenv("MINERF_NOTEBOOK_VARIANT", "test")
+  monkeypatch.setenv("MINERF_NOTEBOOK_STEPS", "4")
+  monkeypatch.setenv("MINERF_NOTEBOOK_WORKDIR", str(tmp_path / "run"))
+  monkeypatch.setenv("MINERF_DATA_DIR", str(tmp_path / "tfds"))
+  with open(os.path.join(REPO, "notebooks", "quickstart.ipynb")) as f:
+    nb = json.load(f)
+  namespace: dict = {}
+  for cell in nb["cells"]:
+    if cell["cell_type"] == "code":
+      exec(compile("".join(cell["source"]), "quickstart.ipynb", "exec"), namespace)
+  figures = namespace["figures"]
+  assert set(figures) == {"heldout", "transfer", "novel_view"}
+  for strip in figures.values():
+    assert strip.ndim == 3 and strip.shape[0] == 2 * 16 and strip.shape[-1] == 3
+  assert namespace["results"]["heldout/psnr"] > 5.0
