@@ -53,8 +53,7 @@ class Trainer:
     self.mesh = parallel.make_mesh()
     schedule = loop.learning_rate_schedule(config.optimizer, int(config.total_steps))
     self.tx = loop.make_optimizer(config, self.model.trainable, schedule)
-    rng = jax.random.key_data(jax.random.key(config.seed))
-    params = self.model.init(jax.random.key(config.seed), self.data.example_batch())
+    params, rng = loop.initial_params(config, self.model, self.data)
     self.step_fn = parallel.make_train_step(self.model, self.tx, config.parallel.strategy,
                                             self.mesh)
     self.state = self.step_fn.put_state(state_lib.TrainState.create(params, self.tx, rng))
@@ -123,7 +122,7 @@ def suite_time_to_psnr() -> dict:
   all_reached = multi["reached"] and all(s["reached"] for s in singles)
   ratio = multi["seconds"] / sum_single
   print(f"multi: {multi['seconds']:.1f}s ({multi['steps']} steps, reached={multi['reached']}); "
-        f"singles: {', '.join(f'{s['seconds']:.1f}s/{s['steps']}' for s in singles)} "
+        f"singles: {', '.join('%.1fs/%d' % (s['seconds'], s['steps']) for s in singles)} "
         f"(sum {sum_single:.1f}s); compile excluded")
   print(f"time_ratio={ratio:.3f}" + ("" if all_reached else
                                      "  (a model did not reach the target: lower bound)"))

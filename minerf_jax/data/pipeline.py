@@ -104,32 +104,30 @@ def train_identities(config: ml_collections.ConfigDict) -> tuple[int, ...]:
   return subset or tuple(range(effective_num_identities(config)))
 
 
-def _stack(source, indices) -> dict[str, np.ndarray]:
-  records = [source[int(i)] for i in indices]
-  return {k: np.stack([np.asarray(r[k]) for r in records]) for k in FRAME_KEYS}
-
-
 def load_frames(builder, split: str, identities: tuple[int, ...],
                 max_frames_per_identity: int = 0) -> FrameSet:
-  """Reads the frames of ``identities`` from a split into host memory as a FrameSet.
+  """Reads the frames of ``identities`` from a split into host memory as a FrameSet, in time
+  order within each identity (one pass over the split).
 
   ``max_frames_per_identity`` > 0 keeps only each identity's first frames (in time order), the
   few-shot setting of personalisation.
   """
   source = builder.as_data_source(split=split)
-  ids = np.asarray([int(source[i]["identity"]) for i in range(len(source))]) if len(source) else (
-      np.zeros([0], np.int64))
-  keep = []
-  for identity in identities:
-    idx = np.flatnonzero(ids == identity)
-    if max_frames_per_identity > 0:
-      frames = np.asarray([int(source[int(i)]["frame"]) for i in idx])
-      idx = idx[np.argsort(frames, kind="stable")][:max_frames_per_identity]
-    keep.extend(idx.tolist())
-  if not keep:
+  wanted = set(identities)
+  records = [r for r in (source[i] for i in range(len(source))) if int(r["identity"]) in wanted]
+  records.sort(key=lambda r: int(r["frame"]))
+  if max_frames_per_identity > 0:
+    count: dict[int, int] = {}
+    kept = []
+    for r in records:
+      identity = int(r["identity"])
+      if count.get(identity, 0) < max_frames_per_identity:
+        kept.append(r)
+        count[identity] = count.get(identity, 0) + 1
+    records = kept
+  if not records:
     raise ValueError(f"split {split!r} of {builder.name} has no frames of identities {identities}")
-  frame_of = {i: int(source[i]["frame"]) for i in keep}
-  arrays = _stack(source, sorted(keep, key=frame_of.get))  # time order within each identity
+  arrays = {k: np.stack([np.asarray(r[k]) for r in records]) for k in FRAME_KEYS}
   return FrameSet(
       rgb=arrays["rgb"].astype(np.float32) / 255.0,
       rotation=arrays["rotation"].astype(np.float32),

@@ -162,15 +162,22 @@ def _evaluate(model, data, params, writer: train_logging.MetricWriter, step: int
 # The loop.
 
 
+def initial_params(config, model, data, *, from_data: bool = True):
+  """(params, train rng) of a fresh run: ``model.init`` from the seed, then the model's optional
+  ``initialize_from_data`` hook (e.g. data-driven backgrounds)."""
+  init_rng, train_rng = jax.random.split(jax.random.PRNGKey(int(config.seed)))
+  params = model.init(init_rng, data.example_batch())
+  if from_data and hasattr(model, "initialize_from_data"):
+    params = model.initialize_from_data(params, data)
+  return params, train_rng
+
+
 def init_state(config, model, data, mesh, ckpt: checkpoint.Checkpointer, tx
                ) -> state_lib.TrainState:
   """Fresh (or ``init_from``) state replicated over ``mesh``, replaced by the workdir's latest
   checkpoint when there is one."""
-  init_rng, train_rng = jax.random.split(jax.random.PRNGKey(int(config.seed)))
-  params = model.init(init_rng, data.example_batch())
   resume = ckpt.latest_step() is not None
-  if hasattr(model, "initialize_from_data") and not resume:  # optional hook, e.g. backgrounds
-    params = model.initialize_from_data(params, data)
+  params, train_rng = initial_params(config, model, data, from_data=not resume)
   if config.get("init_from") and not resume:
     params = model.load_pretrained(params, checkpoint.load_params(config.init_from))
     print(f"initialised parameters from {config.init_from}", flush=True)
