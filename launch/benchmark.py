@@ -5,8 +5,10 @@ r"""Benchmarks: print figures and write JSON. Never part of the test suite.
 
 minerf_time_to_psnr
   1. One multi-identity MI-NeRF on all N identities vs N single-identity MI-NeRFs (same
-     architecture, batch and schedule), each trained until its held-out PSNR (on the identities
-     it trains on) reaches --target_psnr, evaluated every --eval_every steps. Prints
+     architecture, batch and schedule), each trained until its held-out --metric (on the
+     identities it trains on; default: PSNR over head pixels, since the data-initialised static
+     background makes full-frame PSNR high from the start) reaches --target_psnr, evaluated every
+     --eval_every steps. Prints
      ``time_ratio=<multi/sum_single>`` where times are training wall-clock seconds (evaluation and
      the one-off XLA compile excluded; the compile times are printed separately).
   2. The fusion ablation: hadamard vs concat vs additive (and film) trained for the same
@@ -35,7 +37,9 @@ from minerf_jax.train import state as state_lib
 _SUITE = flags.DEFINE_enum("suite", "minerf_time_to_psnr",
                            ["minerf_time_to_psnr", "minerf_throughput"], "Benchmark suite.")
 _VARIANT = flags.DEFINE_string("variant", "demo", "configs/minerf.py variant to benchmark.")
-_TARGET = flags.DEFINE_float("target_psnr", 24.0, "Held-out PSNR target (dB).")
+_TARGET = flags.DEFINE_float("target_psnr", 22.0, "Held-out PSNR target (dB) for --metric.")
+_METRIC = flags.DEFINE_enum("metric", "heldout/face_psnr", ["heldout/face_psnr", "heldout/psnr"],
+                            "Time-to-PSNR metric: head pixels only (default) or the full frame.")
 _MAX_STEPS = flags.DEFINE_integer("max_steps", 4000, "Step budget per model (time-to-PSNR).")
 _EVAL_EVERY = flags.DEFINE_integer("eval_every", 250, "Steps between held-out evaluations.")
 _ABLATION_STEPS = flags.DEFINE_integer("ablation_steps", 2000, "Steps per fusion variant.")
@@ -82,12 +86,7 @@ class Trainer:
 
 def _config(**overrides) -> ml_collections.ConfigDict:
   config = minerf_config.get_config(_VARIANT.value)
-  for key, value in overrides.items():
-    node = config
-    *path, leaf = key.split(".")
-    for p in path:
-      node = node[p]
-    node[leaf] = value
+  config.update_from_flattened_dict(overrides)
   return config
 
 
@@ -96,10 +95,10 @@ def time_to_psnr(config, target: float, max_steps: int, eval_every: int) -> dict
   history = []
   while trainer.step < max_steps:
     trainer.train(eval_every)
-    psnr = trainer.evaluate()["heldout/psnr"]
+    psnr = trainer.evaluate()[_METRIC.value]
     history.append((trainer.step, round(trainer.train_seconds, 2), round(psnr, 3)))
     print(f"  step {trainer.step:5d}  train {trainer.train_seconds:7.1f}s  "
-          f"held-out PSNR {psnr:.2f} dB", flush=True)
+          f"{_METRIC.value} {psnr:.2f} dB", flush=True)
     if psnr >= target:
       break
   reached = history[-1][2] >= target
@@ -111,7 +110,8 @@ def suite_time_to_psnr() -> dict:
   target, max_steps, every = _TARGET.value, _MAX_STEPS.value, _EVAL_EVERY.value
   base = _config(total_steps=max_steps)
   n = int(base.data.num_identities)
-  print(f"== multi-identity MI-NeRF on {n} identities, target {target} dB", flush=True)
+  print(f"== multi-identity MI-NeRF on {n} identities, target {_METRIC.value} >= {target} dB",
+        flush=True)
   multi = time_to_psnr(base, target, max_steps, every)
   singles = []
   for i in range(n):
@@ -133,9 +133,13 @@ def suite_time_to_psnr() -> dict:
     trainer.train(_ABLATION_STEPS.value)
     res = trainer.evaluate(("heldout", "transfer"))
     ablation[kind] = {"heldout_psnr": res["heldout/psnr"], "heldout_ssim": res["heldout/ssim"],
+                      "heldout_face_psnr": res["heldout/face_psnr"],
+                      "transfer_face_psnr": res.get("transfer/face_psnr", float("nan")),
                       "transfer_psnr": res.get("transfer/psnr", float("nan")),
                       "train_seconds": trainer.train_seconds}
     print(f"fusion={kind:9s} heldout_psnr={res['heldout/psnr']:.2f} "
+          f"heldout_face_psnr={res['heldout/face_psnr']:.2f} "
+          f"transfer_face_psnr={res.get('transfer/face_psnr', float('nan')):.2f} "
           f"transfer_psnr={res.get('transfer/psnr', float('nan')):.2f} "
           f"ssim={res['heldout/ssim']:.3f} ({trainer.train_seconds:.0f}s)", flush=True)
   return {"target_psnr": target, "multi": multi, "singles": singles, "time_ratio": ratio,

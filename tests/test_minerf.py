@@ -32,12 +32,7 @@ def data_dir(tmp_path_factory):
 def _config(data_dir, **updates):
   config = minerf_config.get_config("test")
   config.data.data_dir = data_dir
-  for key, value in updates.items():
-    node = config
-    *path, leaf = key.split(".")
-    for p in path:
-      node = node[p]
-    node[leaf] = value
+  config.update_from_flattened_dict(updates)
   return config
 
 

@@ -359,22 +359,24 @@ def synthetic_ground_truth_sets(config, builder, heldout: FrameSet) -> dict[str,
       b_idx = np.flatnonzero(pool.identity == others[n % len(others)])
       exprs.append(pool.expression[b_idx[(3 * n) % len(b_idx)]])
     exprs = np.stack(exprs).astype(np.float32)
-    rgb = [sth.ground_truth(meta, int(heldout.identity[n]), exprs[n], heldout.rotation[n],
-                            heldout.translation[n])["rgb"] for n in range(len(heldout))]
-    sets["transfer"] = dataclasses.replace(heldout, rgb=np.stack(rgb).astype(np.float32),
-                                           expression=exprs)
+    gt = [sth.ground_truth(meta, int(heldout.identity[n]), exprs[n], heldout.rotation[n],
+                           heldout.translation[n]) for n in range(len(heldout))]
+    sets["transfer"] = dataclasses.replace(
+        heldout, rgb=np.stack([g["rgb"] for g in gt]).astype(np.float32), expression=exprs,
+        mask=np.stack([g["masks"][..., 0] for g in gt]).astype(np.float32))
   views = []
   for a in ids:
     i = int(np.flatnonzero(heldout.identity == a)[0])
     for yaw in np.deg2rad(np.asarray(config.eval.novel_view_yaws, np.float64)):
       r, t = synthetic.pose_matrix(float(yaw), 0.0, 0.0, np.zeros(3))
-      views.append((i, r, t, sth.ground_truth(meta, a, heldout.expression[i], r, t)["rgb"]))
+      views.append((i, r, t, sth.ground_truth(meta, a, heldout.expression[i], r, t)))
   if views:
     base = heldout.take(np.asarray([v[0] for v in views]))
     sets["novel_view"] = dataclasses.replace(
         base, rotation=np.stack([v[1] for v in views]).astype(np.float32),
         translation=np.stack([v[2] for v in views]).astype(np.float32),
-        rgb=np.stack([v[3] for v in views]).astype(np.float32))
+        rgb=np.stack([v[3]["rgb"] for v in views]).astype(np.float32),
+        mask=np.stack([v[3]["masks"][..., 0] for v in views]).astype(np.float32))
   return sets
 
 
