@@ -1,12 +1,27 @@
 """Cameras, rays, sampling and volume compositing (pure, jit-able).
 
-Conventions: OpenCV pinhole cameras (camera at the origin, x right, y down, z forward), unit ray
-directions, heads posed by ``X_world = R X_head + t``. The radiance field has finite extent: it
-lives in a box, rays are sampled only inside ``[near, far]`` of that box and the last sample's
-interval ends at ``far``, so a ray's opacity is exactly the opacity of the box contents.
+Conventions:
+
+* Cameras are OpenCV pinholes: the camera sits at the origin, x right, y down, z forward, and a
+  pixel's centre is ``(x + 0.5, y + 0.5)``. Ray directions are unit vectors, so the ray parameter
+  ``t`` is a metric distance and densities are per unit length.
+* Heads are posed by ``X_world = R X_head + t``; ``to_canonical`` moves rays into head coordinates.
+* The radiance field has finite extent: it lives in an axis-aligned box, rays are sampled only
+  inside ``[near, far]`` of that box and the last sample's interval ends at ``far``, so a ray's
+  opacity is the opacity of the box contents and everything outside the box is the background.
+  Rays that miss the box get zero density, so their colour is exactly the background.
+* Quadrature: sample ``i`` at ``t_i`` stands for the interval ``[t_i, t_{i+1})`` (the last one
+  ``[t_last, far)``), over which density and colour are taken constant (NeRF's convention). The
+  stretch ``[near, t_0)`` before the first sample (half a coarse bin, up to a whole one when
+  randomized; fine samples may shrink it) is not integrated: a head box has a margin, so that
+  stretch is empty space.
+
+``render_rays`` runs the coarse stratified pass and the hierarchical fine pass with one field
+evaluated on the merged samples (mip-NeRF's single-network re-use).
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import jax
@@ -14,42 +29,63 @@ import jax.numpy as jnp
 
 
 def pixel_grid(height: int, width: int) -> jax.Array:
-  """[H,W,2] pixel centres (x + 0.5, y + 0.5)."""
+  """float32 [H, W, 2] pixel centres ``(x + 0.5, y + 0.5)``, x along the width."""
   y, x = jnp.meshgrid(jnp.arange(height), jnp.arange(width), indexing="ij")
   return jnp.stack([x, y], -1).astype(jnp.float32) + 0.5
 
 
 def camera_rays(intrinsics: jax.Array, pixels: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Origins (zeros) and unit directions through ``pixels`` [...,2] for intrinsics [...,3,3]."""
-  fx, fy = intrinsics[..., 0, 0], intrinsics[..., 1, 1]
-  cx, cy = intrinsics[..., 0, 2], intrinsics[..., 1, 2]
-  d = jnp.stack([(pixels[..., 0] - cx) / fx, (pixels[..., 1] - cy) / fy,
-                 jnp.ones_like(pixels[..., 0])], -1)
+  """Rays of an OpenCV camera at the origin through ``pixels`` [..., 2].
+
+  ``intrinsics`` [3, 3] (or batched [..., 3, 3], broadcast against the pixels) is the upper
+  triangular ``K = [[fx, s, cx], [0, fy, cy], [0, 0, 1]]``; the direction is ``K^-1 [u, v, 1]``
+  normalised, solved by back substitution. Returns origins (zeros) and unit directions [..., 3].
+  """
+  fx, skew, cx = intrinsics[..., 0, 0], intrinsics[..., 0, 1], intrinsics[..., 0, 2]
+  fy, cy = intrinsics[..., 1, 1], intrinsics[..., 1, 2]
+  y = (pixels[..., 1] - cy) / fy
+  x = (pixels[..., 0] - cx - skew * y) / fx
+  d = jnp.stack([x, y, jnp.ones_like(x)], -1)
   d = d / jnp.linalg.norm(d, axis=-1, keepdims=True)
   return jnp.zeros_like(d), d
 
 
-def to_canonical(origins, directions, rotation, translation):
-  """World rays -> head coordinates for ``X_world = R X_head + t``: R^T (o - t), R^T d."""
+def to_canonical(origins: jax.Array, directions: jax.Array, rotation: jax.Array,
+                 translation: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """World rays -> head coordinates for ``X_world = R X_head + t``: ``R^T (o - t)``, ``R^T d``.
+
+  ``rotation`` [..., 3, 3] and ``translation`` [..., 3] broadcast against the rays [..., 3]. A
+  rotation keeps unit directions unit, so ray parameters (and near/far) mean the same distance
+  in both frames.
+  """
   o = jnp.einsum("...ji,...j->...i", rotation, origins - translation)
   d = jnp.einsum("...ji,...j->...i", rotation, directions)
   return o, d
 
 
-def ray_box_intersect(origins, directions, box_min, box_max):
-  """Slab test: (near, far, hit); near clamped to >= 0, hit = far > near."""
+def ray_box_intersect(origins: jax.Array, directions: jax.Array, box_min: jax.Array,
+                      box_max: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Slab test of rays [..., 3] against the box ``[box_min, box_max]``: ``(near, far, hit)``.
+
+  ``near`` is clamped to >= 0 (an origin inside the box starts there; a box behind the camera is
+  missed) and ``hit = far > near``. A zero direction component is replaced by a tiny positive
+  one, so the slab of that axis spans +-huge when the origin lies inside it and is empty when it
+  lies outside: no inf - inf NaNs. Missed rays get ``near = far = 0`` so that anything sampled
+  on them is a finite point (the origin) with zero-length intervals.
+  """
   safe = jnp.where(jnp.abs(directions) < 1e-9, 1e-9, directions)
-  inv = 1.0 / safe
-  t0 = (box_min - origins) * inv
-  t1 = (box_max - origins) * inv
+  t0 = (box_min - origins) / safe
+  t1 = (box_max - origins) / safe
   near = jnp.maximum(jnp.max(jnp.minimum(t0, t1), -1), 0.0)
   far = jnp.min(jnp.maximum(t0, t1), -1)
   hit = far > near
-  return near, jnp.where(hit, far, near), hit
+  return jnp.where(hit, near, 0.0), jnp.where(hit, far, 0.0), hit
 
 
-def stratified_samples(rng, near, far, num_samples: int, randomized: bool) -> jax.Array:
-  """[R,S] depths: bin midpoints, or one uniform draw per bin when randomized."""
+def stratified_samples(rng: jax.Array | None, near: jax.Array, far: jax.Array, num_samples: int,
+                       randomized: bool) -> jax.Array:
+  """[..., S] sorted depths in ``[near, far]``: S equal bins, at each bin's midpoint, or at one
+  uniform draw per bin when ``randomized`` (``rng`` is only read then)."""
   u = (jnp.arange(num_samples, dtype=jnp.float32) + 0.5) / num_samples
   u = jnp.broadcast_to(u, near.shape + (num_samples,))
   if randomized:
@@ -57,42 +93,57 @@ def stratified_samples(rng, near, far, num_samples: int, randomized: bool) -> ja
   return near[..., None] + (far - near)[..., None] * u
 
 
-def sample_pdf(rng, bins, weights, num_samples: int, randomized: bool) -> jax.Array:
-  """Inverse-CDF samples of the piecewise-constant pdf ``weights`` over ``bins`` [R,S+1]."""
-  w = weights + 1e-5
+def sample_pdf(rng: jax.Array | None, bins: jax.Array, weights: jax.Array, num_samples: int,
+               randomized: bool, padding: float = 1e-5) -> jax.Array:
+  """Inverse-CDF samples [..., N] of the piecewise-constant pdf ``weights`` [..., S] on the bin
+  edges ``bins`` [..., S+1] (hierarchical sampling, NeRF).
+
+  ``padding`` is added to every weight so that empty rays sample uniformly and every CDF step is
+  strictly positive (no division by zero). The CDF is inverted at stratified levels
+  ``(k + u_k) / N`` (``u_k = 0.5`` when not randomized): sorted, monotone in the output and of
+  lower variance than i.i.d. uniforms. The bin lookup is an unrolled binary search (log S
+  vectorised steps, no O(S N) comparison tensor). The output is stop-gradient: sample
+  positions are not differentiated through.
+  """
+  w = weights + padding
   pdf = w / jnp.sum(w, -1, keepdims=True)
   cdf = jnp.concatenate([jnp.zeros_like(pdf[..., :1]),
                          jnp.minimum(1.0, jnp.cumsum(pdf[..., :-1], -1)),
-                         jnp.ones_like(pdf[..., :1])], -1)
-  if randomized:
-    u = jax.random.uniform(rng, pdf.shape[:-1] + (num_samples,))
-  else:
-    u = jnp.broadcast_to((jnp.arange(num_samples) + 0.5) / num_samples,
-                         pdf.shape[:-1] + (num_samples,))
-  idx = jax.vmap(lambda c, x: jnp.searchsorted(c, x, side="right"))(
-      cdf.reshape(-1, cdf.shape[-1]), u.reshape(-1, num_samples)).reshape(u.shape)
-  below = jnp.clip(idx - 1, 0, cdf.shape[-1] - 2)
-  above = below + 1
+                         jnp.ones_like(pdf[..., :1])], -1)                      # [..., S+1]
+  shape = pdf.shape[:-1] + (num_samples,)
+  u = jnp.broadcast_to(jnp.arange(num_samples, dtype=pdf.dtype), shape)
+  u = (u + (jax.random.uniform(rng, shape, pdf.dtype) if randomized else 0.5)) / num_samples
+  search = jax.vmap(functools.partial(jnp.searchsorted, side="right", method="scan_unrolled"))
+  after = search(cdf.reshape(-1, cdf.shape[-1]), u.reshape(-1, num_samples)).reshape(shape)
+  below = jnp.clip(after - 1, 0, weights.shape[-1] - 1)                   # last knot <= u
   c0 = jnp.take_along_axis(cdf, below, -1)
-  c1 = jnp.take_along_axis(cdf, above, -1)
+  c1 = jnp.take_along_axis(cdf, below + 1, -1)
   b0 = jnp.take_along_axis(bins, below, -1)
-  b1 = jnp.take_along_axis(bins, above, -1)
-  frac = jnp.clip((u - c0) / jnp.maximum(c1 - c0, 1e-9), 0.0, 1.0)
+  b1 = jnp.take_along_axis(bins, below + 1, -1)
+  frac = jnp.clip((u - c0) / jnp.maximum(c1 - c0, 1e-12), 0.0, 1.0)
   return jax.lax.stop_gradient(b0 + frac * (b1 - b0))
 
 
-def composite(sigma, rgb, t, far) -> dict:
-  """Alpha compositing along rays.
+def composite(sigma: jax.Array, rgb: jax.Array, t: jax.Array, far: jax.Array) -> dict:
+  """Alpha compositing along rays (emission-absorption quadrature).
 
-  sigma [R,S] >= 0, rgb [R,S,3], sorted depths t [R,S], far [R]. Interval i spans
-  [t_i, t_{i+1}) with the last one ending at ``far``. Returns rgb, acc (opacity), depth
-  (expected depth of the visible surface, normalised by acc; ``far`` where acc is ~0) and the
-  per-sample weights (alpha_i * T_i, each in [0,1], summing to acc <= 1).
+  Args:
+    sigma: [..., S] densities >= 0.
+    rgb: [..., S, 3] colours.
+    t: [..., S] sorted sample depths.
+    far: [...] where the last interval ends (the box exit).
+
+  ``delta_i = t_{i+1} - t_i`` with ``delta_last = far - t_last``; ``alpha_i = 1 - exp(-sigma_i
+  delta_i)``; ``T_i = exp(-sum_{j<i} sigma_j delta_j)`` (the exclusive cumulative product of
+  ``1 - alpha``, computed as a sum of optical depths, which is exact and stable); ``w_i = alpha_i
+  T_i``. Returns ``rgb = sum w_i rgb_i`` (no background), ``acc = sum w_i`` (opacity, <= 1),
+  ``depth`` and ``weights`` [..., S]. ``depth`` is the expected depth of the *visible surface*,
+  ``sum w_i t_i / acc``, independent of how opaque the ray is; where ``acc < 1e-4`` (nothing
+  there) it is ``far``.
   """
   deltas = jnp.concatenate([t[..., 1:] - t[..., :-1], far[..., None] - t[..., -1:]], -1)
-  deltas = jnp.maximum(deltas, 0.0)
-  tau = sigma * deltas
-  alpha = 1.0 - jnp.exp(-tau)
+  tau = sigma * jnp.maximum(deltas, 0.0)
+  alpha = -jnp.expm1(-tau)
   trans = jnp.exp(-jnp.concatenate([jnp.zeros_like(tau[..., :1]),
                                     jnp.cumsum(tau[..., :-1], -1)], -1))
   weights = alpha * trans
@@ -107,34 +158,53 @@ FieldFn = Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
 
 
 def _shade(field_fn: FieldFn, origins, directions, t, far, hit, background_rgb) -> dict:
+  """Evaluates the field at depths ``t`` and composites over the background."""
   points = origins[..., None, :] + t[..., None] * directions[..., None, :]
   sigma, rgb = field_fn(points, directions)
+  # Missed rays: zero density, and zero colour too so that a non-finite field value there
+  # cannot leak into the composite (0 * nan = nan).
   sigma = jnp.where(hit[..., None], sigma, 0.0)
+  rgb = jnp.where(hit[..., None, None], rgb, 0.0)
   out = composite(sigma, rgb, t, far)
   out["rgb"] = out["rgb"] + (1.0 - out["acc"][..., None]) * background_rgb
+  out["t"] = t
   return out
 
 
-def render_rays(field_fn: FieldFn, rng, origins, directions, near, far, hit, *,
-                num_coarse: int, num_fine: int, randomized: bool, background_rgb) -> dict:
-  """Stratified coarse pass, then (num_fine > 0) hierarchical samples from its weights.
+def render_rays(field_fn: FieldFn, rng: jax.Array | None, origins: jax.Array,
+                directions: jax.Array, near: jax.Array, far: jax.Array, hit: jax.Array, *,
+                num_coarse: int, num_fine: int, randomized: bool,
+                background_rgb: jax.Array) -> dict:
+  """Volume-renders rays [..., 3] through ``field_fn(points [..., S, 3], dirs [..., 3]) ->
+  (sigma [..., S], rgb [..., S, 3])`` (the caller closes over conditioning and normalisation).
 
-  The same field is evaluated on the merged, sorted coarse + fine samples (mip-NeRF-style
-  single network). Rays with ``hit=False`` get zero density: their colour is the background.
-  Returns rgb/depth/acc of the final pass and coarse_rgb/coarse_acc.
+  Coarse pass: ``num_coarse`` stratified samples in ``[near, far]``. Fine pass (``num_fine >
+  0``): ``num_fine`` samples drawn from the coarse weights (``sample_pdf`` on bins centred
+  on the coarse samples), merged and sorted with the coarse samples, and the same field
+  evaluated on all of them. Rays with ``hit=False`` get zero density, so their colour is
+  exactly ``background_rgb`` ([..., 3] or broadcastable). Both passes composite over the
+  background: ``rgb + (1 - acc) * bg``.
+  ``rng`` may be None only when not ``randomized``.
+
+  Returns ``rgb``, ``depth``, ``acc``, ``weights``, ``t`` of the final pass and ``coarse_rgb``,
+  ``coarse_depth``, ``coarse_acc``, ``coarse_weights`` (the final pass is the coarse pass when
+  ``num_fine == 0``).
   """
-  if rng is None:
-    rng = jax.random.key(0)
-    randomized = False
-  rng_c, rng_f = jax.random.split(rng)
+  if randomized and rng is None:
+    raise ValueError("render_rays(randomized=True) needs an rng")
+  rng_c, rng_f = (None, None) if rng is None else jax.random.split(rng)
   t = stratified_samples(rng_c, near, far, num_coarse, randomized)
   coarse = _shade(field_fn, origins, directions, t, far, hit, background_rgb)
   out = coarse
   if num_fine > 0:
+    # Bins centred on the coarse samples (NeRF): an occupied sample t_i after an empty t_i-1
+    # puts the surface in (t_i-1, t_i], so its fine samples should straddle t_i rather than
+    # follow it (as bins [t_i, t_i+1) would).
     mids = 0.5 * (t[..., 1:] + t[..., :-1])
     bins = jnp.concatenate([near[..., None], mids, far[..., None]], -1)
     t_fine = sample_pdf(rng_f, bins, coarse["weights"], num_fine, randomized)
     t_all = jnp.sort(jnp.concatenate([t, t_fine], -1), -1)
     out = _shade(field_fn, origins, directions, t_all, far, hit, background_rgb)
   return {"rgb": out["rgb"], "depth": out["depth"], "acc": out["acc"], "weights": out["weights"],
-          "coarse_rgb": coarse["rgb"], "coarse_acc": coarse["acc"]}
+          "t": out["t"], "coarse_rgb": coarse["rgb"], "coarse_depth": coarse["depth"],
+          "coarse_acc": coarse["acc"], "coarse_weights": coarse["weights"]}
