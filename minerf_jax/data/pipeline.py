@@ -25,13 +25,15 @@ import dataclasses
 import functools
 import os
 import warnings
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator
 
 import grain
 import jax
 import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
+
+from minerf_jax.nerf import render
 
 # Per-frame fields that every ray-dataset provides.
 FRAME_KEYS = ("rgb", "masks", "rotation", "translation", "intrinsics", "identity", "frame",
@@ -194,16 +196,9 @@ def head_box_hits(frames: FrameSet, box: np.ndarray) -> np.ndarray:
   pix = pixel_centres(h, w)
   hits = np.zeros([len(frames), h * w], bool)
   for n in range(len(frames)):
-    d = camera_directions(frames.intrinsics[n], pix)
-    r, t = frames.rotation[n], frames.translation[n]
-    o_c = (-t) @ r                      # R^T (0 - t)
-    d_c = d @ r                         # R^T d
-    with np.errstate(divide="ignore", invalid="ignore"):
-      inv = 1.0 / d_c
-      t0, t1 = (box[0] - o_c) * inv, (box[1] - o_c) * inv
-    near = np.nanmax(np.minimum(t0, t1), -1)
-    far = np.nanmin(np.maximum(t0, t1), -1)
-    hits[n] = far > np.maximum(near, 0.0)
+    o, d = render.to_canonical(np.zeros(3, np.float32), camera_directions(frames.intrinsics[n], pix),
+                               frames.rotation[n], frames.translation[n])
+    hits[n] = np.asarray(render.ray_box_intersect(o, d, box[0], box[1])[2])
   return hits
 
 
@@ -242,6 +237,7 @@ class _SampleRays:
     self.rays_per_frame = rays_per_frame
     self.num_head = int(round(head_fraction * rays_per_frame))
     self.h, self.w = frames.resolution
+    self.pixels = pixel_centres(self.h, self.w)
 
   def __call__(self, frame_group: np.ndarray, rng: np.random.Generator) -> dict:
     n, hw = self.rays_per_frame, self.h * self.w
@@ -254,8 +250,7 @@ class _SampleRays:
       flat.append(np.concatenate(chosen))
     flat = np.concatenate(flat)
     frame_idx = np.repeat(np.asarray(frame_group), n)
-    pix = pixel_centres(self.h, self.w)[flat]
-    return _ray_batch(self.frames, frame_idx, flat, pix, self.h, self.w)
+    return _ray_batch(self.frames, frame_idx, flat, self.pixels[flat], self.h, self.w)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -387,8 +382,3 @@ def build(config: ml_collections.ConfigDict, **kwargs) -> Any:
   if kind == "rays":
     return RayData(config, **kwargs)
   raise ValueError(f"batch kind {kind!r} of model {config.model.name!r} has no pipeline yet")
-
-
-def to_jax_batch(batch: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
-  """Host batch -> device arrays on the default device (for single-device predict/render)."""
-  return {k: jax.numpy.asarray(v) for k, v in batch.items()}
