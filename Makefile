@@ -3,13 +3,15 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+MEDIAPIPE := mediapipe==0.10.21  # see the `face` extra in setup.cfg for why --no-deps
 
 .PHONY: demo test test-fast install clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test,video]"
+	$(PY) -m pip install --quiet -e ".[test,video,face]"
+	$(PY) -m pip install --quiet --no-deps $(MEDIAPIPE)
 	touch $(STAMP)
 
 install: $(STAMP)
