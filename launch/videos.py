@@ -4,7 +4,9 @@
 * transfer: identity A driven by identity B's held-out expressions (A's own head poses),
   [B driving | A render | A ground truth], with B's audio muxed in.
 * orbit: a yaw sweep of the identity beyond the training poses, [render | ground truth].
-Ground-truth panels exist because the synthetic generator renders any identity/expression/pose.
+Ground-truth panels exist for the synthetic dataset, whose generator renders any identity with any
+expression and pose; on real videos (``talking_faces``) the transfer video is [B driving | A render]
+and the orbit turns A's head about its own first held-out pose.
 """
 import dataclasses
 import os
@@ -33,7 +35,9 @@ def render_videos(workdir, out_dir, mode="all", identity=0, driver=1, scale=4, o
   fps = float(builder.info.metadata.get("fps", 25))
   sample_rate = int(builder.info.metadata.get("sample_rate", 16000))
   written = {}
-  a = pipeline.load_frames(builder, "test", (identity,))
+  synthetic_data = config.data.name == "synthetic_talking_heads"
+  size = pipeline.image_size(config)
+  a = pipeline.load_frames(builder, "test", (identity,), image_size=size)
   a = dataclasses.replace(a, frame=np.full_like(a.frame, -1))
   if mode in ("all", "reconstruction"):
     pred = model.render_frames(params, a)["rgb"]
@@ -42,27 +46,34 @@ def render_videos(workdir, out_dir, mode="all", identity=0, driver=1, scale=4, o
         path, video.upscale(np.concatenate([a.rgb, pred], axis=2), scale), fps,
         pipeline.load_audio(builder, "test", identity), sample_rate)
   if mode in ("all", "transfer"):
-    b = pipeline.load_frames(builder, "test", (driver,))
-    n = min(len(a), len(b))
-    driven = dataclasses.replace(a.take(np.arange(n)), expression=b.expression[:n])
+    b = pipeline.load_frames(builder, "test", (driver,), image_size=size)
+    n = len(b)  # B's whole held-out clip; A's held-out poses repeat (ping-pong) if shorter
+    poses = np.concatenate([np.arange(len(a)), np.arange(len(a))[::-1]])[np.arange(n) % (
+        2 * len(a))]
+    driven = dataclasses.replace(a.take(poses), expression=b.expression)
     pred = model.render_frames(params, driven)["rgb"]
-    gt = _ground_truth(builder, driven)
+    panels = [b.rgb, pred] + ([_ground_truth(builder, driven)] if synthetic_data else [])
     audio = pipeline.load_audio(builder, "test", driver)[:int(n * sample_rate / fps)]
     path = os.path.join(out_dir, f"transfer_id{identity}_from_id{driver}.mp4")
     written["transfer"] = video.write_video(
-        path, video.upscale(np.concatenate([b.rgb[:n], pred, gt], axis=2), scale), fps, audio,
-        sample_rate)
+        path, video.upscale(np.concatenate(panels, axis=2), scale), fps, audio, sample_rate)
   if mode in ("all", "orbit"):
     from minerf_jax.data import synthetic
     yaws = orbit_yaw * np.sin(np.linspace(0, 2 * np.pi, orbit_frames, endpoint=False))
-    poses = [synthetic.pose_matrix(float(np.deg2rad(y)), 0.0, 0.0, np.zeros(3)) for y in yaws]
+    if synthetic_data:
+      poses = [synthetic.pose_matrix(float(np.deg2rad(y)), 0.0, 0.0, np.zeros(3)) for y in yaws]
+      rotations = np.stack([p[0] for p in poses])
+      translations = np.stack([p[1] for p in poses])
+    else:  # turn the head in place about its own first held-out pose
+      rotations = np.stack([a.rotation[0] @ synthetic.rotation_matrix(float(np.deg2rad(y)), 0.0,
+                                                                      0.0) for y in yaws])
+      translations = np.repeat(a.translation[:1], orbit_frames, 0)
     orbit = dataclasses.replace(
-        a.take(np.zeros(orbit_frames, int)),
-        rotation=np.stack([p[0] for p in poses]).astype(np.float32),
-        translation=np.stack([p[1] for p in poses]).astype(np.float32))
+        a.take(np.zeros(orbit_frames, int)), rotation=rotations.astype(np.float32),
+        translation=translations.astype(np.float32))
     pred = model.render_frames(params, orbit)["rgb"]
-    gt = _ground_truth(builder, orbit)
+    panels = [pred] + ([_ground_truth(builder, orbit)] if synthetic_data else [])
     path = os.path.join(out_dir, f"orbit_id{identity}.mp4")
     written["orbit"] = video.write_video(
-        path, video.upscale(np.concatenate([pred, gt], axis=2), scale), fps)
+        path, video.upscale(np.concatenate(panels, axis=2), scale), fps)
   return written

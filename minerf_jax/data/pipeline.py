@@ -86,8 +86,18 @@ def dataset_builder(data_config: ml_collections.ConfigDict, *, num_identities: i
         num_identities=num_identities or data_config.num_identities,
         frames_per_identity=data_config.frames_per_identity,
         seed=data_config.seed)
+  if data_config.name == "talking_faces":
+    from minerf_jax.data.builders import talking_faces
+    builder = talking_faces.load(data_dir, resolution=data_config.resolution,
+                                 fps=float(data_config.get("fps", 25.0)))
+    have = int(builder.info.metadata["num_identities"])
+    want = num_identities or int(data_config.num_identities)
+    if want > have:
+      raise ValueError(f"config.data.num_identities={want} but the talking_faces dataset in "
+                       f"{data_dir} has {have} identities; pass --config.data.num_identities={have}")
+    return builder
   raise ValueError(f"config.data.name={data_config.name!r} is not a known dataset; "
-                   "choose 'synthetic_talking_heads'")
+                   "choose 'synthetic_talking_heads' or 'talking_faces'")
 
 
 def effective_num_identities(config: ml_collections.ConfigDict) -> int:
@@ -95,6 +105,17 @@ def effective_num_identities(config: ml_collections.ConfigDict) -> int:
   n = int(config.data.num_identities)
   new = int(config.get("personalise", {}).get("identity", -1))
   return max(n, new + 1)
+
+
+def image_size(config: ml_collections.ConfigDict) -> int:
+  """Side of the frames models see: ``data.image_size`` when set, else ``data.resolution``."""
+  return int(config.data.get("image_size", 0)) or int(config.data.resolution)
+
+
+def num_frame_codes(config: ml_collections.ConfigDict) -> int:
+  """Rows of per-frame tables: ``data.num_frames`` when set, else identities x frames each."""
+  return int(config.data.get("num_frames", 0)) or (
+      effective_num_identities(config) * int(config.data.get("frames_per_identity", 0)))
 
 
 def train_identities(config: ml_collections.ConfigDict) -> tuple[int, ...]:
@@ -106,13 +127,29 @@ def train_identities(config: ml_collections.ConfigDict) -> tuple[int, ...]:
   return subset or tuple(range(effective_num_identities(config)))
 
 
+def resize_frames(frames: FrameSet, size: int) -> FrameSet:
+  """Downscales square frames by an integer factor (area average; intrinsics scaled to match,
+  masks re-thresholded at 0.5). ``size`` 0 or the current size: unchanged."""
+  h, w = frames.resolution
+  if size <= 0 or size == h:
+    return frames
+  if h != w or h % size:
+    raise ValueError(f"config.data.image_size={size} must divide the dataset's {h}x{w} frames")
+  f = h // size
+  pool = lambda x: x.reshape(x.shape[0], size, f, size, f, *x.shape[3:]).mean((2, 4))
+  scale = np.diag([1.0 / f, 1.0 / f, 1.0]).astype(np.float32)
+  return dataclasses.replace(frames, rgb=pool(frames.rgb),
+                             mask=(pool(frames.mask) > 0.5).astype(np.float32),
+                             intrinsics=np.einsum("ij,njk->nik", scale, frames.intrinsics))
+
+
 def load_frames(builder, split: str, identities: tuple[int, ...],
-                max_frames_per_identity: int = 0) -> FrameSet:
+                max_frames_per_identity: int = 0, image_size: int = 0) -> FrameSet:
   """Reads the frames of ``identities`` from a split into host memory as a FrameSet, in time
   order within each identity (one pass over the split).
 
   ``max_frames_per_identity`` > 0 keeps only each identity's first frames (in time order), the
-  few-shot setting of personalisation.
+  few-shot setting of personalisation. ``image_size`` > 0 downscales (``resize_frames``).
   """
   source = builder.as_data_source(split=split)
   wanted = set(identities)
@@ -130,7 +167,7 @@ def load_frames(builder, split: str, identities: tuple[int, ...],
   if not records:
     raise ValueError(f"split {split!r} of {builder.name} has no frames of identities {identities}")
   arrays = {k: np.stack([np.asarray(r[k]) for r in records]) for k in FRAME_KEYS}
-  return FrameSet(
+  return resize_frames(FrameSet(
       rgb=arrays["rgb"].astype(np.float32) / 255.0,
       rotation=arrays["rotation"].astype(np.float32),
       translation=arrays["translation"].astype(np.float32),
@@ -138,7 +175,7 @@ def load_frames(builder, split: str, identities: tuple[int, ...],
       identity=arrays["identity"].astype(np.int32),
       frame=arrays["frame"].astype(np.int32),
       expression=arrays["expression"].astype(np.float32),
-      mask=arrays["masks"][..., 0].astype(np.float32))
+      mask=arrays["masks"][..., 0].astype(np.float32)), image_size)
 
 
 def load_audio(builder, split: str, identity: int) -> np.ndarray:
@@ -277,7 +314,12 @@ class RayData:
                                        process_count=self.process_count)
     few_shot = int(config.get("personalise", {}).get("num_frames", 0)) if int(
         config.get("personalise", {}).get("identity", -1)) >= 0 else 0
-    self.train_frames = load_frames(self.builder, split, train_identities(config), few_shot)
+    self.train_frames = load_frames(self.builder, split, train_identities(config), few_shot,
+                                    image_size=int(dc.get("image_size", 0)))
+    num_frames = int(self.metadata.get("num_frames", 0))
+    if num_frames > num_frame_codes(config):
+      raise ValueError(f"the dataset has {num_frames} frames but config.data.num_frames="
+                       f"{num_frame_codes(config)}; pass --config.data.num_frames={num_frames}")
     hits = head_box_hits(self.train_frames, self.box)
     head_pixels = [np.flatnonzero(h) for h in hits]
     local_frames = dc.frames_per_batch // self.process_count
@@ -321,7 +363,7 @@ def eval_frame_sets(config: ml_collections.ConfigDict, builder) -> dict[str, Fra
   """Named held-out FrameSets: 'heldout', and for synthetic data 'transfer' and 'novel_view'."""
   ec = config.eval
   ids = train_identities(config)
-  test = load_frames(builder, "test", ids)
+  test = load_frames(builder, "test", ids, image_size=int(config.data.get("image_size", 0)))
   keep = np.concatenate([np.flatnonzero(test.identity == i)[
       _sample_evenly(int((test.identity == i).sum()), ec.frames_per_identity)] for i in ids])
   heldout = test.take(keep)

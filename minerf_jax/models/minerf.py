@@ -145,7 +145,7 @@ def net_from_config(config: ml_collections.ConfigDict) -> MINeRFNet:
   num_ids = pipeline.effective_num_identities(config)
   return MINeRFNet(
       num_identities=num_ids,
-      num_frames=num_ids * int(config.data.frames_per_identity),
+      num_frames=pipeline.num_frame_codes(config),
       identity_dim=mc.identity_dim,
       latent_dim=mc.latent_dim,
       fusion=mc.fusion,
@@ -158,7 +158,7 @@ def net_from_config(config: ml_collections.ConfigDict) -> MINeRFNet:
       dir_deg=mc.dir_deg,
       view_dependent=mc.view_dependent,
       background=mc.background,
-      background_shape=(int(config.data.resolution),) * 2,
+      background_shape=(pipeline.image_size(config),) * 2,
       box=tuple(tuple(float(v) for v in corner) for corner in mc.box),
       num_coarse=mc.num_coarse,
       num_fine=mc.num_fine)
