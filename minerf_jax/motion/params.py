@@ -1,0 +1,71 @@
+"""Parameter counts of the full-size TPSMM parts, computed without allocating any weights.
+
+``full_size_parameter_counts()`` builds the vox-256 configuration (``config/vox-256.yaml`` in the
+reference: ``num_tps=10``; generator ``block_expansion=64, max_features=512,
+num_down_blocks=3``; dense motion ``block_expansion=64, max_features=1024, num_blocks=5,
+scale_factor=0.25``; background predictor on) and initialises each module under
+``jax.eval_shape``, so only shapes are traced. Only the ``params`` collection is counted
+(BatchNorm running statistics are buffers in PyTorch as well).
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from minerf_jax.motion import dense_motion
+from minerf_jax.motion import generator
+from minerf_jax.motion import keypoints
+
+VOX256 = dict(num_tps=10, num_channels=3, image_size=256,
+              generator=dict(block_expansion=64, max_features=512, num_down_blocks=3),
+              dense_motion=dict(block_expansion=64, max_features=1024, num_blocks=5,
+                                scale_factor=0.25))
+
+
+def count(tree) -> int:
+  """Number of scalars in a pytree of arrays or ``ShapeDtypeStruct`` s."""
+  return int(sum(np.prod(x.shape, dtype=np.int64) for x in jax.tree_util.tree_leaves(tree)))
+
+
+def build(config: dict = VOX256) -> dict:
+  """The four TPSMM modules of ``config`` (keys as in ``VOX256``)."""
+  k = config["num_tps"]
+  g = config["generator"]
+  return {
+      "keypoint_detector": keypoints.KeypointDetector(num_tps=k),
+      "bg_predictor": keypoints.BackgroundMotionPredictor(),
+      "dense_motion": dense_motion.DenseMotionNetwork(
+          num_tps=k, num_occlusion_masks=g["num_down_blocks"] + 1, **config["dense_motion"]),
+      "generator": generator.InpaintingGenerator(num_channels=config["num_channels"], **g),
+  }
+
+
+def full_size_parameter_counts(config: dict = VOX256) -> dict[str, int]:
+  """``{module: parameter count, ..., 'total': ...}`` via ``jax.eval_shape`` (no allocation)."""
+  modules = build(config)
+  s, c, k = config["image_size"], config["num_channels"], config["num_tps"]
+  image = jax.ShapeDtypeStruct((1, s, s, c), jnp.float32)
+  kp = jax.ShapeDtypeStruct((1, k * 5, 2), jnp.float32)
+  bg = jax.ShapeDtypeStruct((1, 3, 3), jnp.float32)
+  rng = jax.random.key(0)
+
+  def shapes(module, *args):
+    return jax.eval_shape(lambda *a: module.init(rng, *a), *args)["params"]
+
+  dm = modules["dense_motion"]
+  motion_shapes = jax.eval_shape(
+      lambda img, a, b, m: dm.init_with_output(rng, img, a, b, m)[0], image, kp, kp, bg)
+  counts = {
+      "keypoint_detector": count(shapes(modules["keypoint_detector"], image)),
+      "bg_predictor": count(shapes(modules["bg_predictor"], image, image)),
+      "dense_motion": count(shapes(dm, image, kp, kp, bg)),
+      "generator": count(shapes(modules["generator"], image, motion_shapes)),
+  }
+  counts["total"] = sum(counts.values())
+  return counts
+
+
+if __name__ == "__main__":
+  for name, n in full_size_parameter_counts().items():
+    print(f"{name:20s} {n:>12,d}  ({n / 1e6:.2f} M)")
