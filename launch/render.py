@@ -2,12 +2,16 @@ r"""Render videos of a trained MI-NeRF run (mp4, H.264 + AAC).
 
   python -m launch.render --workdir=runs/minerf --out_dir=runs/minerf/videos \
       [--mode=all|reconstruction|transfer|orbit] [--identity=0] [--driver=1] [--scale=4]
+      [--driver_split=test|train]
 
 * reconstruction: the identity's held-out frames, [ground truth | render], with its audio.
-* transfer: identity A driven by identity B's held-out expressions (A's own head poses),
-  [B driving | A render | A ground truth], with B's audio muxed in.
+* transfer: identity A driven by identity B's expressions (A's own held-out head poses),
+  [B driving | A render | A ground truth], with B's audio muxed in. B's frames come from its
+  held-out split, or with ``--driver_split=train`` its (longer) train split: A never saw those
+  expressions either.
 * orbit: a yaw sweep of the identity beyond the training poses, [render | ground truth].
-Ground truth panels exist because the synthetic generator renders any identity/expression/pose.
+Ground truth panels exist for synthetic data only (its generator renders any identity, expression
+and pose); on real videos the panels are [B driving | A render] and [render].
 """
 import os
 
@@ -23,14 +27,17 @@ _IDENTITY = flags.DEFINE_integer("identity", 0, "Identity A to render.")
 _DRIVER = flags.DEFINE_integer("driver", 1, "Identity B whose expressions drive A (transfer).")
 _SCALE = flags.DEFINE_integer("scale", 4, "Nearest-neighbour upscaling of the output frames.")
 _ORBIT_FRAMES = flags.DEFINE_integer("orbit_frames", 50, "Frames of the yaw orbit.")
+_DRIVER_SPLIT = flags.DEFINE_enum("driver_split", "test", ["test", "train"],
+                                  "Split of identity B's frames that drive the transfer.")
 _ORBIT_YAW = flags.DEFINE_float("orbit_yaw", 40.0, "Max |yaw| of the orbit in degrees.")
 
 
 def main(argv):
   del argv
   out_dir = _OUT_DIR.value or os.path.join(_WORKDIR.value, "videos")
-  written = videos.render_videos(_WORKDIR.value, out_dir, _MODE.value, _IDENTITY.value, _DRIVER.value,
-                          _SCALE.value, _ORBIT_FRAMES.value, _ORBIT_YAW.value)
+  written = videos.render_videos(_WORKDIR.value, out_dir, _MODE.value, _IDENTITY.value,
+                                 _DRIVER.value, _SCALE.value, _ORBIT_FRAMES.value,
+                                 _ORBIT_YAW.value, driver_split=_DRIVER_SPLIT.value)
   for name, path in written.items():
     print(f"{name}: {path}")
 

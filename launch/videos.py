@@ -27,7 +27,7 @@ def _ground_truth(builder, frames: pipeline.FrameSet) -> np.ndarray:
 
 
 def render_videos(workdir, out_dir, mode="all", identity=0, driver=1, scale=4, orbit_frames=50,
-                  orbit_yaw=40.0) -> dict[str, str]:
+                  orbit_yaw=40.0, driver_split="test") -> dict[str, str]:
   """Writes the requested videos; returns {mode: path}."""
   config, model, params = runs.restore(workdir)
   builder = pipeline.dataset_builder(config.data,
@@ -46,14 +46,14 @@ def render_videos(workdir, out_dir, mode="all", identity=0, driver=1, scale=4, o
         path, video.upscale(np.concatenate([a.rgb, pred], axis=2), scale), fps,
         pipeline.load_audio(builder, "test", identity), sample_rate)
   if mode in ("all", "transfer"):
-    b = pipeline.load_frames(builder, "test", (driver,), image_size=size)
+    b = pipeline.load_frames(builder, driver_split, (driver,), image_size=size)
     n = len(b)  # B's whole held-out clip; A's held-out poses repeat (ping-pong) if shorter
     poses = np.concatenate([np.arange(len(a)), np.arange(len(a))[::-1]])[np.arange(n) % (
         2 * len(a))]
     driven = dataclasses.replace(a.take(poses), expression=b.expression)
     pred = model.render_frames(params, driven)["rgb"]
     panels = [b.rgb, pred] + ([_ground_truth(builder, driven)] if synthetic_data else [])
-    audio = pipeline.load_audio(builder, "test", driver)[:int(n * sample_rate / fps)]
+    audio = pipeline.load_audio(builder, driver_split, driver)[:int(n * sample_rate / fps)]
     path = os.path.join(out_dir, f"transfer_id{identity}_from_id{driver}.mp4")
     written["transfer"] = video.write_video(
         path, video.upscale(np.concatenate(panels, axis=2), scale), fps, audio, sample_rate)
