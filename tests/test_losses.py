@@ -12,7 +12,8 @@ from minerf_jax import losses  # noqa: E402
 from minerf_jax.motion import tps as tps_lib  # noqa: E402
 from minerf_jax.motion import warp  # noqa: E402
 
-SOURCE_PNG = "/work/shared/media/tpsmm_source.png"
+SOURCE_PNG = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "media",
+                          "tpsmm_source.png")
 
 
 def _real_image(size):
