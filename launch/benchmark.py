@@ -2,6 +2,7 @@ r"""Benchmarks: print figures and write JSON. Never part of the test suite.
 
   python -m launch.benchmark --suite=minerf_time_to_psnr [--target_psnr=24 --max_steps=4000]
   python -m launch.benchmark --suite=minerf_throughput
+  python -m launch.benchmark --suite=motion_params
 
 minerf_time_to_psnr
   1. One multi-identity MI-NeRF on all N identities vs N single-identity MI-NeRFs (same
@@ -15,6 +16,10 @@ minerf_time_to_psnr
      --ablation_steps; held-out and expression-transfer PSNR.
 minerf_throughput
   Train and render rays/s of the base config on this machine's devices.
+motion_params
+  Parameter counts of full-size (vox-256) TPSMM, MCNet and MRFA built from minerf_jax/motion,
+  traced with jax.eval_shape (nothing allocated), against the references' totals measured with
+  the authors' code. (GMACs per frame come with the assembled models.)
 """
 from __future__ import annotations
 
@@ -35,7 +40,8 @@ from minerf_jax.train import parallel
 from minerf_jax.train import state as state_lib
 
 _SUITE = flags.DEFINE_enum("suite", "minerf_time_to_psnr",
-                           ["minerf_time_to_psnr", "minerf_throughput"], "Benchmark suite.")
+                           ["minerf_time_to_psnr", "minerf_throughput", "motion_params"],
+                           "Benchmark suite.")
 _VARIANT = flags.DEFINE_string("variant", "demo", "configs/minerf.py variant to benchmark.")
 _TARGET = flags.DEFINE_float("target_psnr", 22.0, "Held-out PSNR target (dB) for --metric.")
 _METRIC = flags.DEFINE_enum("metric", "heldout/face_psnr", ["heldout/face_psnr", "heldout/psnr"],
@@ -170,10 +176,29 @@ def suite_throughput() -> dict:
           "render_fps": len(frames) / dt, "resolution": [h, w], "devices": jax.device_count()}
 
 
+REFERENCE_PARAMS = {"tpsmm": 85.1e6, "mcnet": 101.8e6, "mrfa": 114.3e6}
+
+
+def suite_motion_params() -> dict:
+  from minerf_jax.motion import params  # pylint: disable=g-import-not-at-top
+  results = {}
+  for name, fn in (("tpsmm", params.full_size_parameter_counts),
+                   ("mcnet", params.mcnet_parameter_counts),
+                   ("mrfa", params.mrfa_parameter_counts)):
+    counts = fn()
+    ref = REFERENCE_PARAMS[name]
+    results[name] = dict(counts, reference=ref, relative=counts["total"] / ref - 1)
+    parts = "  ".join(f"{k}={v / 1e6:.2f}M" for k, v in counts.items() if k != "total")
+    print(f"{name}: params={counts['total'] / 1e6:.2f}M reference={ref / 1e6:.1f}M "
+          f"({100 * (counts['total'] / ref - 1):+.1f}%)  {parts}")
+  return results
+
+
 def main(argv):
   del argv
   results = {"minerf_time_to_psnr": suite_time_to_psnr,
-             "minerf_throughput": suite_throughput}[_SUITE.value]()
+             "minerf_throughput": suite_throughput,
+             "motion_params": suite_motion_params}[_SUITE.value]()
   if _OUT.value:
     with open(_OUT.value, "w") as f:
       json.dump(results, f, indent=2)
