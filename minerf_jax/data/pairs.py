@@ -1,0 +1,134 @@
+"""Source/driving frame pairs for one-shot animation models (TPSMM, MCNet, MRFA).
+
+Training pairs are two frames of the same clip (the same person, camera and shot: the model learns
+motion, not identity change): on ``talking_faces`` a clip is a shot of one video (frames across a
+shot cut never pair), on ``synthetic_talking_heads`` an identity's frames. Batches are pure
+functions of the step (a grain ``MapDataset`` over clip-weighted frame indices), like the ray
+pipeline, so a resumed run sees the batches an uninterrupted run would have seen.
+
+Evaluation follows the two protocols of the papers:
+  * reconstruction: every held-out clip is animated from its first frame (source) driven by all
+    its frames; the targets are the driving frames themselves;
+  * cross-identity: a fixed, seeded list of (source frame of identity A, driving frame of
+    identity B != A) pairs; no ground truth exists, so only motion metrics (AKD against the
+    driving landmarks) apply.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Frames:
+  """Frames of one split in host memory, ordered by (clip, time)."""
+  rgb: np.ndarray       # uint8 [N, S, S, 3]
+  identity: np.ndarray  # int [N]
+  clip: np.ndarray      # int [N] clip id, unique over the split
+  time: np.ndarray      # float [N] seconds (or frame index) within the video
+
+  def __len__(self) -> int:
+    return int(self.rgb.shape[0])
+
+
+def _pool(rgb: np.ndarray, size: int) -> np.ndarray:
+  n, h, w, c = rgb.shape
+  if size <= 0 or size == h:
+    return rgb
+  if h != w or h % size:
+    raise ValueError(f"config.data.image_size={size} must divide the dataset's {h}x{w} frames")
+  f = h // size
+  return rgb.reshape(n, size, f, size, f, c).mean((2, 4)).round().astype(np.uint8)
+
+
+def load_frames(builder, split: str, image_size: int = 0) -> Frames:
+  """Reads a split (``talking_faces`` or ``synthetic_talking_heads``) into a Frames."""
+  source = builder.as_data_source(split=split)
+  records = [source[i] for i in range(len(source))]
+  if not records:
+    raise ValueError(f"split {split!r} of {builder.name} is empty")
+  identity = np.array([int(r["identity"]) for r in records])
+  if "clip" in records[0]:  # talking_faces: shots of videos
+    key = np.array([(int(r["video"]), int(r["clip"])) for r in records])
+    _, clip = np.unique(key, axis=0, return_inverse=True)
+    time = np.array([float(r["time"]) for r in records])
+  else:  # synthetic: one continuous clip per identity
+    _, clip = np.unique(identity, return_inverse=True)
+    time = np.array([float(r["frame"]) for r in records])
+  order = np.lexsort((time, clip))
+  rgb = np.stack([np.asarray(records[i]["rgb"]) for i in order])
+  return Frames(rgb=_pool(rgb, image_size), identity=identity[order],
+                clip=np.asarray(clip).reshape(-1)[order], time=time[order])
+
+
+def clip_members(frames: Frames) -> list[np.ndarray]:
+  """Frame indices of each clip that has at least two frames (a pair needs two)."""
+  groups = [np.flatnonzero(frames.clip == c) for c in np.unique(frames.clip)]
+  return [g for g in groups if len(g) >= 2]
+
+
+def sample_pairs(frames: Frames, members: list[np.ndarray], batch: np.ndarray,
+                 rng: np.random.Generator) -> dict[str, np.ndarray]:
+  """For each source index in ``batch``, a different driving frame of the same clip."""
+  clip_of = {int(i): g for g in members for i in g}
+  drivers = []
+  for i in batch:
+    group = clip_of[int(i)]
+    j = group[rng.integers(0, len(group) - 1)]
+    drivers.append(j if j != i else group[-1])  # uniform over the clip's other frames
+  drivers = np.asarray(drivers)
+  to_float = lambda x: x.astype(np.float32) / 255.0
+  return {"source": to_float(frames.rgb[batch]), "driving": to_float(frames.rgb[drivers]),
+          "identity": frames.identity[batch].astype(np.int32),
+          "clip": frames.clip[batch].astype(np.int32)}
+
+
+def reconstruction_sets(frames: Frames, max_frames: int = 0) -> list[dict[str, np.ndarray]]:
+  """Per held-out clip: its first frame as source and all (or ``max_frames``) frames as driving."""
+  out = []
+  for g in clip_members(frames):
+    g = g[:max_frames] if max_frames > 0 else g
+    out.append({"source": frames.rgb[g[0]], "driving": frames.rgb[g],
+                "identity": int(frames.identity[g[0]]), "clip": int(frames.clip[g[0]])})
+  return out
+
+
+def cross_identity_pairs(frames: Frames, num_pairs: int, seed: int = 0) -> np.ndarray:
+  """int [num_pairs, 2] fixed (source index, driving index) pairs with different identities."""
+  ids = np.unique(frames.identity)
+  if len(ids) < 2:
+    raise ValueError("cross-identity evaluation needs at least two identities")
+  rng = np.random.default_rng(seed)
+  pairs = []
+  for n in range(num_pairs):
+    a = ids[n % len(ids)]
+    b = rng.choice(ids[ids != a])
+    pairs.append((rng.choice(np.flatnonzero(frames.identity == a)),
+                  rng.choice(np.flatnonzero(frames.identity == b))))
+  return np.asarray(pairs, np.int64)
+
+
+class _SamplePairs:
+  """grain random map: a group of source frame indices -> a pair batch."""
+
+  def __init__(self, frames: Frames, members: list[np.ndarray]):
+    self.frames = frames
+    self.members = members
+
+  def __call__(self, batch: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    return sample_pairs(self.frames, self.members, np.asarray(batch), rng)
+
+
+def train_dataset(frames: Frames, batch_size: int, seed: int):
+  """grain MapDataset: index ``step`` is the batch of that step (shuffled, repeated)."""
+  import grain  # pylint: disable=g-import-not-at-top
+  members = clip_members(frames)
+  if not members:
+    raise ValueError("no clip has two frames: cannot form source/driving pairs")
+  usable = np.concatenate(members)
+  return (grain.MapDataset.source(usable.tolist())
+          .shuffle(seed=seed)
+          .repeat()
+          .batch(batch_size, drop_remainder=True)
+          .random_map(_SamplePairs(frames, members), seed=seed + 1))
