@@ -16,6 +16,17 @@ from configs import common
 from minerf_jax.data import synthetic
 
 
+def make_tiny(config: ml_collections.ConfigDict) -> None:
+  """The CI-sized schedule and MI-NeRF (seconds on a CPU), shared by every ':test' variant."""
+  config.total_steps = 6
+  config.log_every = 2
+  config.eval_every = 6
+  config.checkpoint.every = 3
+  config.model.update(identity_dim=8, fusion_features=16, latent_dim=4, depth=2, width=32,
+                      skips=(), num_coarse=8, num_fine=8)
+  config.model.encoding.max_deg = 3
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = common.get_config()
   config.total_steps = 20_000
@@ -82,13 +93,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.update(width=64, num_coarse=24, num_fine=24)
     config.data.update(frames_per_batch=32, rays_per_frame=64)
   elif arg == "test":
-    config.total_steps = 6
-    config.log_every = 2
-    config.eval_every = 6
-    config.checkpoint.every = 3
-    config.model.update(identity_dim=8, fusion_features=16, latent_dim=4, depth=2, width=32,
-                        skips=(), num_coarse=8, num_fine=8)
-    config.model.encoding.max_deg = 3
+    make_tiny(config)
     config.data.update(resolution=16, num_identities=2, frames_per_identity=10,
                        frames_per_batch=8, rays_per_frame=16)
     config.eval.update(frames_per_identity=1, novel_view_yaws=(0.0,), chunk=256)

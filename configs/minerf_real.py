@@ -48,13 +48,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval.update(frames_per_identity=6, novel_view_yaws=())
 
   if arg == "test":
-    config.total_steps = 6
-    config.log_every = 2
-    config.eval_every = 6
-    config.checkpoint.every = 3
-    config.model.update(identity_dim=8, fusion_features=16, latent_dim=4, depth=2, width=32,
-                        skips=(), num_coarse=8, num_fine=8)
-    config.model.encoding.max_deg = 3
+    minerf.make_tiny(config)
     config.data.update(resolution=64, image_size=16, num_identities=2, num_frames=512,
                        frames_per_batch=8, rays_per_frame=16)
     config.eval.update(frames_per_identity=1, chunk=256)
