@@ -19,6 +19,8 @@ import dataclasses
 
 import numpy as np
 
+from minerf_jax.data import pipeline
+
 
 @dataclasses.dataclass(frozen=True)
 class Frames:
@@ -30,16 +32,6 @@ class Frames:
 
   def __len__(self) -> int:
     return int(self.rgb.shape[0])
-
-
-def _pool(rgb: np.ndarray, size: int) -> np.ndarray:
-  n, h, w, c = rgb.shape
-  if size <= 0 or size == h:
-    return rgb
-  if h != w or h % size:
-    raise ValueError(f"config.data.image_size={size} must divide the dataset's {h}x{w} frames")
-  f = h // size
-  return rgb.reshape(n, size, f, size, f, c).mean((2, 4)).round().astype(np.uint8)
 
 
 def load_frames(builder, split: str, image_size: int = 0) -> Frames:
@@ -58,7 +50,9 @@ def load_frames(builder, split: str, image_size: int = 0) -> Frames:
     time = np.array([float(r["frame"]) for r in records])
   order = np.lexsort((time, clip))
   rgb = np.stack([np.asarray(records[i]["rgb"]) for i in order])
-  return Frames(rgb=_pool(rgb, image_size), identity=identity[order],
+  if 0 < image_size != rgb.shape[1]:
+    rgb = pipeline.area_downscale(rgb, image_size).round().astype(np.uint8)
+  return Frames(rgb=rgb, identity=identity[order],
                 clip=np.asarray(clip).reshape(-1)[order], time=time[order])
 
 

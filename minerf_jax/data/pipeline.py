@@ -127,16 +127,26 @@ def train_identities(config: ml_collections.ConfigDict) -> tuple[int, ...]:
   return subset or tuple(range(effective_num_identities(config)))
 
 
-def resize_frames(frames: FrameSet, size: int) -> FrameSet:
-  """Downscales square frames by an integer factor (area average; intrinsics scaled to match,
-  masks re-thresholded at 0.5). ``size`` 0 or the current size: unchanged."""
-  h, w = frames.resolution
+def area_downscale(images: np.ndarray, size: int) -> np.ndarray:
+  """[N, H, H, ...] -> [N, size, size, ...] by averaging (float) over integer-factor blocks;
+  ``size`` 0 or H: unchanged."""
+  h, w = images.shape[1:3]
   if size <= 0 or size == h:
-    return frames
+    return images
   if h != w or h % size:
     raise ValueError(f"config.data.image_size={size} must divide the dataset's {h}x{w} frames")
   f = h // size
-  pool = lambda x: x.reshape(x.shape[0], size, f, size, f, *x.shape[3:]).mean((2, 4))
+  return images.reshape(images.shape[0], size, f, size, f, *images.shape[3:]).mean((2, 4))
+
+
+def resize_frames(frames: FrameSet, size: int) -> FrameSet:
+  """Downscales square frames by an integer factor (area average; intrinsics scaled to match,
+  masks re-thresholded at 0.5). ``size`` 0 or the current size: unchanged."""
+  h, _ = frames.resolution
+  if size <= 0 or size == h:
+    return frames
+  pool = lambda x: area_downscale(x, size)
+  f = h // size
   scale = np.diag([1.0 / f, 1.0 / f, 1.0]).astype(np.float32)
   return dataclasses.replace(frames, rgb=pool(frames.rgb),
                              mask=(pool(frames.mask) > 0.5).astype(np.float32),
