@@ -258,10 +258,14 @@ class TalkingFaces(tfds.core.GeneratorBasedBuilder):
   name = "talking_faces"
 
   def __init__(self, *, file_format: str = "array_record", cache_dir: str | None = None,
-               log: Callable[[str], None] = lambda s: None, **kwargs):
+               log: Callable[[str], None] = lambda s: None, processed: Processed | None = None,
+               **kwargs):
+    """``processed``: the videos already run by ``prepare`` (else they are run, or loaded from
+    ``cache_dir``, when the dataset is generated)."""
     super().__init__(file_format=file_format, **kwargs)
     self._cache_dir = cache_dir
     self._log = log
+    self._processed = processed
 
   def _info(self) -> tfds.core.DatasetInfo:
     c = self.builder_config
@@ -301,8 +305,11 @@ class TalkingFaces(tfds.core.GeneratorBasedBuilder):
   def _split_generators(self, dl_manager):
     c = self.builder_config
     videos = list_videos(str(dl_manager.manual_dir))
-    cache_dir = self._cache_dir or os.path.join(str(dl_manager.manual_dir), ".talking_faces_cache")
-    processed = process_all(videos, c, cache_dir, self._log)
+    processed = self._processed
+    if processed is None:
+      cache_dir = self._cache_dir or os.path.join(str(dl_manager.manual_dir),
+                                                  ".talking_faces_cache")
+      processed = process_all(videos, c, cache_dir, self._log)
     if not processed.kept:
       raise ValueError(f"{dl_manager.manual_dir}: no usable video (skipped: "
                        f"{len(processed.skipped)}); see the SKIP lines above")
@@ -350,7 +357,7 @@ def prepare(videos_dir: str, data_dir: str, *, log: Callable[[str], None] = prin
   processed = process_all(videos, config, cache_dir, log, progress_bars)
   if not processed.kept:
     raise ValueError(f"--videos={videos_dir}: no usable video among {len(videos)}")
-  builder = _builder(config, data_dir, cache_dir=cache_dir)
+  builder = _builder(config, data_dir)
   fp = fingerprint(videos, config)
   rebuilt = True
   if builder.is_prepared():
@@ -358,9 +365,9 @@ def prepare(videos_dir: str, data_dir: str, *, log: Callable[[str], None] = prin
       rebuilt = False
     else:  # inputs changed: replace the old build (the per-video cache makes this cheap)
       shutil.rmtree(builder.data_dir)
-      builder = _builder(config, data_dir, cache_dir=cache_dir)
   if rebuilt:
+    builder = _builder(config, data_dir, processed=processed)
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=videos_dir))
-    builder = _builder(config, data_dir, cache_dir=cache_dir)
+    builder = _builder(config, data_dir)
   return builder, processed, rebuilt
