@@ -284,9 +284,9 @@ def _fill(loops, points: np.ndarray, resolution: int) -> np.ndarray:
   return mask.astype(bool)
 
 
-def region_masks(landmarks: np.ndarray, person: np.ndarray | None) -> np.ndarray:
+def region_masks(landmarks: np.ndarray, person: np.ndarray) -> np.ndarray:
   """bool [R, R, 4] masks (MASK_NAMES) of a crop from its landmarks (crop pixels) and person
-  probability [R, R] (None: landmarks only, no hair).
+  probability [R, R].
 
   face: the whole head (hair included): person pixels above a neck line a fifth of the
   forehead-chin distance below the chin, plus the landmark face oval. lips: the outer lip
@@ -294,9 +294,7 @@ def region_masks(landmarks: np.ndarray, person: np.ndarray | None) -> np.ndarray
   (lids included). torso_neck: person pixels that are not head.
   """
   import cv2  # pylint: disable=g-import-not-at-top
-  res = person.shape[0] if person is not None else None
-  if res is None:
-    raise ValueError("region_masks needs the crop resolution through `person`")
+  res = person.shape[0]
   loops = region_loops()
   oval = _fill(loops["face"], landmarks, res)
   lips = _fill(loops["lips"], landmarks, res)
