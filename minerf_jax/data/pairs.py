@@ -16,7 +16,10 @@ Evaluation follows the two protocols of the papers:
 from __future__ import annotations
 
 import dataclasses
+import functools
 
+import jax
+import ml_collections
 import numpy as np
 
 from minerf_jax.data import pipeline
@@ -126,3 +129,61 @@ def train_dataset(frames: Frames, batch_size: int, seed: int):
           .repeat()
           .batch(batch_size, drop_remainder=True)
           .random_map(_SamplePairs(frames, members), seed=seed + 1))
+
+
+def eval_sets(frames: Frames, max_clip_frames: int = 0, max_clips: int = 0,
+              num_cross_pairs: int = 0, seed: int = 0) -> dict:
+  """Both evaluation protocols on held-out frames (uint8 images).
+
+  ``{'reconstruction': reconstruction_sets(...)[:max_clips], 'cross': {'source': [P,S,S,3],
+  'driving': [P,S,S,3]}}``; 'cross' only with ``num_cross_pairs`` > 0 and two identities.
+  """
+  clips = reconstruction_sets(frames, max_clip_frames)
+  out = {"reconstruction": clips[:max_clips] if max_clips > 0 else clips}
+  if num_cross_pairs > 0 and len(np.unique(frames.identity)) > 1:
+    idx = cross_identity_pairs(frames, num_cross_pairs, seed=seed)
+    out["cross"] = {"source": frames.rgb[idx[:, 0]], "driving": frames.rgb[idx[:, 1]]}
+  return out
+
+
+class PairData:
+  """The 'pairs' Data object of ``train/loop.py``: this process's share of each pair batch.
+
+  Config fields: ``data.batch_size`` (global), ``data.image_size`` (area downscale; 0 = as
+  stored), ``config.eval.{max_clip_frames, max_clips, num_cross_pairs}``. Frames of this
+  process's slice of the train split (``tfds.split_for_jax_process``) are held in host memory as
+  uint8; batches are float32 in [0, 1].
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, *, process_index: int | None = None,
+               process_count: int | None = None):
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    self.config = config
+    dc = config.data
+    self.process_index = jax.process_index() if process_index is None else process_index
+    self.process_count = jax.process_count() if process_count is None else process_count
+    if dc.batch_size % self.process_count:
+      raise ValueError(f"config.data.batch_size={dc.batch_size} must be divisible by the number "
+                       f"of processes ({self.process_count})")
+    self.global_batch_size = int(dc.batch_size)
+    self.builder = pipeline.dataset_builder(dc)
+    split = tfds.split_for_jax_process("train", process_index=self.process_index,
+                                       process_count=self.process_count)
+    self.image_size = pipeline.image_size(config)
+    self.train_frames = load_frames(self.builder, split, self.image_size)
+    if self.train_frames.rgb.shape[1] != self.image_size:
+      raise ValueError(f"frames are {self.train_frames.rgb.shape[1]}px but the config wants "
+                       f"{self.image_size}px: set config.data.image_size to a divisor")
+    seed = int(config.seed) * 1000 + self.process_index
+    self._dataset = train_dataset(self.train_frames, dc.batch_size // self.process_count, seed)
+    self.train_batch = pipeline.StepBatches(self._dataset)
+
+  def example_batch(self) -> dict[str, np.ndarray]:
+    return self._dataset[0]
+
+  @functools.cached_property
+  def eval_data(self) -> dict:
+    ec = self.config.eval
+    frames = load_frames(self.builder, "test", self.image_size)
+    return eval_sets(frames, int(ec.max_clip_frames), int(ec.max_clips),
+                     int(ec.num_cross_pairs), seed=int(self.config.seed))

@@ -9,6 +9,8 @@ One pipeline serves every model; the model's ``batch_spec`` names the batch kind
   identities. A fraction ``head_fraction`` of each frame's rays is drawn from pixels whose ray
   hits the head box (where the radiance field has something to learn); the rest is uniform so
   the background keeps being fitted.
+* ``'pairs'`` (one-shot animation models): source/driving frames of one clip
+  (``data/pairs.py: PairData``).
 
 Batches are pure functions of the step: ``train_batch(step)`` indexes the grain dataset, so a
 resumed run sees exactly the batches an uninterrupted run would have seen, with no iterator state
@@ -301,7 +303,27 @@ class _SampleRays:
 
 
 # ----------------------------------------------------------------------------------------------
-# The Data object consumed by train/loop.py.
+# The Data objects consumed by train/loop.py.
+
+
+class StepBatches:
+  """``batches(step)``: item ``step`` of a grain ``MapDataset`` (the batch of that step).
+
+  The train loop asks for consecutive steps; they are served from a prefetching iterator, with a
+  fall back to random access (which returns identical batches) when the step jumps.
+  """
+
+  def __init__(self, dataset, num_threads: int = 2, prefetch: int = 4):
+    self.dataset = dataset
+    self.options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)
+    self._iterator: Iterator | None = None
+    self._next_step = -1
+
+  def __call__(self, step: int) -> dict[str, np.ndarray]:
+    if self._iterator is None or step != self._next_step:
+      self._iterator = iter(self.dataset[step:].to_iter_dataset(self.options))
+    self._next_step = step + 1
+    return next(self._iterator)
 
 
 class RayData:
@@ -341,17 +363,7 @@ class RayData:
         .batch(local_frames, drop_remainder=True)
         .random_map(_SampleRays(self.train_frames, head_pixels, dc.rays_per_frame,
                                 dc.head_fraction), seed=seed + 1))
-    self._iterator: Iterator | None = None
-    self._next_step = -1
-
-  # The train loop asks for consecutive steps; serve them from a prefetching iterator and fall
-  # back to random access (which returns identical batches) when the step jumps.
-  def train_batch(self, step: int) -> dict[str, np.ndarray]:
-    if self._iterator is None or step != self._next_step:
-      self._iterator = iter(self._dataset[step:].to_iter_dataset(
-          grain.ReadOptions(num_threads=2, prefetch_buffer_size=4)))
-    self._next_step = step + 1
-    return next(self._iterator)
+    self.train_batch = StepBatches(self._dataset)
 
   @functools.cached_property
   def background_estimate(self) -> np.ndarray:
@@ -433,4 +445,7 @@ def build(config: ml_collections.ConfigDict, **kwargs) -> Any:
   kind = models.batch_spec(config)
   if kind == "rays":
     return RayData(config, **kwargs)
+  if kind == "pairs":
+    from minerf_jax.data import pairs
+    return pairs.PairData(config, **kwargs)
   raise ValueError(f"batch kind {kind!r} of model {config.model.name!r} has no pipeline yet")

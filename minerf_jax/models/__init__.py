@@ -40,6 +40,9 @@ class Model(Protocol):
 # name -> "module:attribute" so that importing the registry stays cheap.
 _REGISTRY: dict[str, str] = {
     "minerf": "minerf_jax.models.minerf:MINeRF",
+    "tpsmm": "minerf_jax.models.tpsmm:TPSMM",
+    "mcnet": "minerf_jax.models.mcnet:MCNet",
+    "mrfa": "minerf_jax.models.mrfa:MRFA",
 }
 _EXTRA: dict[str, tuple[Callable[..., Model], str]] = {}
 

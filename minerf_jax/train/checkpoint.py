@@ -222,8 +222,11 @@ def resolve(path: str) -> tuple[str, int | None]:
                           "'checkpoints' directory or one '<step>' directory in it")
 
 
-def load_params(path: str, model_name: str | None = None, sharding=None) -> PyTree:
+def load_params(path: str, model_name: str | None = None, sharding=None,
+                item: str = "params") -> PyTree:
   """The parameters of the latest checkpoint under ``path`` (see ``resolve``), as saved.
+
+  ``item``: which TrainState field to load (``'batch_stats'`` for BatchNorm statistics).
 
   The saved tree and shapes come from the checkpoint itself (no target needed), so parameters
   whose shapes the current config changes (e.g. a grown identity table) load for the model's
@@ -245,13 +248,15 @@ def load_params(path: str, model_name: str | None = None, sharding=None) -> PyTr
           f"checkpoint {where} holds model {meta.get('model')!r} but the config builds model "
           f"{model_name!r}; point it at a checkpoint of {model_name!r}")
     sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    saved = manager.item_metadata(step)[STATE].tree["params"]
-    item = {"params": jax.tree.map(
+    saved = manager.item_metadata(step)[STATE].tree.get(item)
+    if not saved:
+      raise CheckpointMismatchError(f"checkpoint {where} holds no {item!r}; {FIX}")
+    target = {item: jax.tree.map(
         lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding), saved)}
-    restore_args = jax.tree.map(lambda _: ocp.ArrayRestoreArgs(sharding=sharding), item)
+    restore_args = jax.tree.map(lambda _: ocp.ArrayRestoreArgs(sharding=sharding), target)
     restored = manager.restore(step, args=ocp.args.Composite(**{STATE: ocp.args.PyTreeRestore(
-        item=item, restore_args=restore_args, partial_restore=True)}))
-    return restored[STATE]["params"]
+        item=target, restore_args=restore_args, partial_restore=True)}))
+    return restored[STATE][item]
   finally:
     manager.close()
 

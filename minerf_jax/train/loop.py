@@ -48,7 +48,8 @@ def learning_rate_schedule(opt: ml_collections.ConfigDict, total_steps: int) -> 
   """Linear warmup 0 -> ``lr`` over ``warmup_steps``, then ``lr`` -> ``lr_end`` by ``schedule``.
 
   ``exponential``: lr * (lr_end / lr) ** (t / T); ``cosine``: half-cosine from lr to lr_end;
-  ``constant``: lr. T is the number of steps after warmup.
+  ``multistep``: lr, x0.1 at 70% and 90% of T (lr_end unused); ``constant``: lr. T is the number
+  of steps after warmup.
   """
   lr, lr_end = float(opt.lr), float(opt.lr_end)
   warmup = int(opt.get("warmup_steps", 0))
@@ -64,8 +65,12 @@ def learning_rate_schedule(opt: ml_collections.ConfigDict, total_steps: int) -> 
     decay = optax.exponential_decay(lr, decay_steps, decay_rate=lr_end / lr, end_value=lr_end)
   elif kind == "cosine":
     decay = optax.cosine_decay_schedule(lr, decay_steps, alpha=lr_end / lr)
+  elif kind == "multistep":  # x0.1 at 70% and 90% of the decay steps (the TPSMM references)
+    decay = optax.piecewise_constant_schedule(
+        lr, {int(0.7 * decay_steps): 0.1, int(0.9 * decay_steps): 0.1})
   else:
-    raise ValueError(f"config.optimizer.schedule={kind!r}; use exponential, cosine or constant")
+    raise ValueError(f"config.optimizer.schedule={kind!r}; use exponential, cosine, multistep "
+                     "or constant")
   if warmup <= 0:
     return decay
   return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), decay], [warmup])
@@ -145,12 +150,14 @@ def _stop_requested(stop: checkpoint.StopSignal, step: int, log_every: int) -> b
   return bool(np.any(flags))
 
 
-def _evaluate(model, data, params, writer: train_logging.MetricWriter, step: int) -> dict:
-  results = {k: float(v) for k, v in model.evaluate(params, data.eval_data).items()}
+def _evaluate(model, data, state, writer: train_logging.MetricWriter, step: int) -> dict:
+  params = state.params
+  kw = {} if state.batch_stats is None else {"batch_stats": state.batch_stats}
+  results = {k: float(v) for k, v in model.evaluate(params, data.eval_data, **kw).items()}
   writer.write_scalars(step, results, split="eval")
   summary_images = getattr(model, "summary_images", None)
   if summary_images is not None:
-    writer.write_images(step, summary_images(params, data.eval_data), split="eval")
+    writer.write_images(step, summary_images(params, data.eval_data, **kw), split="eval")
   writer.flush()
   if jax.process_index() == 0:
     shown = [f"{k} {train_logging.format_value(k, v)}" for k, v in sorted(results.items())]
@@ -162,13 +169,25 @@ def _evaluate(model, data, params, writer: train_logging.MetricWriter, step: int
 # The loop.
 
 
-def initial_params(config, model, data, *, from_data: bool = True):
-  """(params, train rng) of a fresh run: ``model.init`` from the seed, then the model's optional
-  ``initialize_from_data`` hook (e.g. data-driven backgrounds)."""
+def initial_variables(config, model, data, *, from_data: bool = True):
+  """(params, batch_stats, train rng) of a fresh run: ``model.init`` from the seed (or
+  ``model.init_variables`` for models with BatchNorm statistics; else batch_stats is None), then
+  the model's optional ``initialize_from_data`` hook (e.g. data-driven backgrounds)."""
   init_rng, train_rng = jax.random.split(jax.random.PRNGKey(int(config.seed)))
-  params = model.init(init_rng, data.example_batch())
+  batch_stats = None
+  if hasattr(model, "init_variables"):
+    variables = model.init_variables(init_rng, data.example_batch())
+    params, batch_stats = variables["params"], variables.get("batch_stats")
+  else:
+    params = model.init(init_rng, data.example_batch())
   if from_data and hasattr(model, "initialize_from_data"):
     params = model.initialize_from_data(params, data)
+  return params, batch_stats, train_rng
+
+
+def initial_params(config, model, data, *, from_data: bool = True):
+  """(params, train rng) of a fresh run (see ``initial_variables``)."""
+  params, _, train_rng = initial_variables(config, model, data, from_data=from_data)
   return params, train_rng
 
 
@@ -177,11 +196,14 @@ def init_state(config, model, data, mesh, ckpt: checkpoint.Checkpointer, tx
   """Fresh (or ``init_from``) state replicated over ``mesh``, replaced by the workdir's latest
   checkpoint when there is one."""
   resume = ckpt.latest_step() is not None
-  params, train_rng = initial_params(config, model, data, from_data=not resume)
+  params, batch_stats, train_rng = initial_variables(config, model, data, from_data=not resume)
   if config.get("init_from") and not resume:
     params = model.load_pretrained(params, checkpoint.load_params(config.init_from))
+    if batch_stats is not None:
+      batch_stats = checkpoint.load_params(config.init_from, item="batch_stats")
     print(f"initialised parameters from {config.init_from}", flush=True)
-  state = parallel.replicate(mesh, state_lib.TrainState.create(params, tx, train_rng))
+  state = parallel.replicate(mesh, state_lib.TrainState.create(params, tx, train_rng,
+                                                               batch_stats))
   if resume:
     state = ckpt.restore(_abstract(state))
     print(f"resuming from {ckpt.step_path(int(state.step))}", flush=True)
@@ -249,7 +271,7 @@ def _run(config, model, data, train_step, state, ckpt, writer, stop, schedule, *
       writer.write_scalars(done, summary, split="train")
       progress.update(done, summary)
     if eval_every > 0 and done % eval_every == 0 and done != total:
-      _evaluate(model, data, train_step.get_state(state).params, writer, done)
+      _evaluate(model, data, train_step.get_state(state), writer, done)
     if ckpt.should_save(done):
       ckpt.save(done, train_step.get_state(state), config)
     if _stop_requested(stop, done, log_every):
@@ -260,6 +282,6 @@ def _run(config, model, data, train_step, state, ckpt, writer, stop, schedule, *
             flush=True)
       return train_step.get_state(state)
   state = train_step.get_state(state)
-  _evaluate(model, data, state.params, writer, done)
+  _evaluate(model, data, state, writer, done)
   ckpt.save(done, state, config)
   return state

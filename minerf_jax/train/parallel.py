@@ -181,29 +181,45 @@ def train_step_fn(model, tx: optax.GradientTransformation, axis_name: str | None
   """The pure step ``(state, batch) -> (state, metrics)`` (``axis_name``: pmean inside pmap).
 
   rng = fold_in(state.rng, step); gradients of frozen leaves are zero; if the loss or any
-  gradient is non-finite the update is skipped (params and optimizer state unchanged, the step
-  still advances) and ``metrics['skipped_nonfinite']`` is 1. Metrics also carry ``loss`` and the
-  global gradient norm ``grad_norm``.
+  gradient is non-finite the update is skipped (params, optimizer state and batch statistics
+  unchanged, the step still advances) and ``metrics['skipped_nonfinite']`` is 1. Metrics also
+  carry ``loss`` and the global gradient norm ``grad_norm``.
+
+  With ``state.batch_stats`` (BatchNorm models) the model's loss takes ``batch_stats=`` and
+  returns ``(loss, (metrics, new_batch_stats))``; under pmap the new statistics are averaged over
+  devices (under jit BatchNorm already normalises over the global batch).
   """
 
   def step_fn(state: state_lib.TrainState, batch: dict):
     rng = jax.random.fold_in(state.rng, state.step)
+    stateful = state.batch_stats is not None
 
     def loss_fn(params):
-      return model.loss(params, batch, rng, state.step)
+      if stateful:  # BatchNorm models: loss(..., batch_stats) -> (loss, (metrics, new stats))
+        return model.loss(params, batch, rng, state.step, batch_stats=state.batch_stats)
+      loss, metrics = model.loss(params, batch, rng, state.step)
+      return loss, (metrics, None)
 
-    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (loss, (metrics, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params)
     grads = zero_frozen(grads, model.trainable(state.params))
     metrics = {**metrics, "loss": loss}
     if axis_name is not None:
-      grads, metrics = jax.lax.pmean((grads, metrics), axis_name)
+      grads, metrics, batch_stats = jax.lax.pmean((grads, metrics, batch_stats), axis_name)
     finite = jnp.isfinite(metrics["loss"]) & _all_finite(grads)
-    updated = state.apply_gradients(grads, tx)
-    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
     metrics["skipped_nonfinite"] = jnp.logical_not(finite).astype(jnp.float32)
     metrics["grad_norm"] = optax.global_norm(grads)
-    return updated.replace(params=keep(updated.params, state.params),
-                           opt_state=keep(updated.opt_state, state.opt_state)), metrics
+
+    # A conditional, not a per-leaf select: selecting between updated and old leaves lets XLA
+    # fuse the update into the gradient computation, which multiplied compile times by 4.
+    def apply(state):
+      updated = state.apply_gradients(grads, tx)
+      return updated.replace(batch_stats=batch_stats) if stateful else updated
+
+    def skip(state):
+      return state.replace(step=state.step + 1)
+
+    return jax.lax.cond(finite, apply, skip, state), metrics
 
   return step_fn
 

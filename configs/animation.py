@@ -1,0 +1,83 @@
+"""Shared config of the one-shot animation systems (TPSMM, MCNet, MRFA); see configs/tpsmm.py.
+
+``get_config(system, arg)`` builds the config of ``system`` for variant ``arg``:
+
+* ``''``: the reference architecture (vox-256 sizes) on 256x256 ``talking_faces`` crops, the
+  references' optimiser (Adam 2e-4, betas (0.5, 0.999), x0.1 at 70% and 90%) and loss weights;
+  sized for accelerators.
+* ``'cpu'``: the same systems narrowed (``model_config('cpu')``) and trained on 64x64 frames:
+  what two CPU cores train in tens of minutes (the comparison in the README).
+* ``'test'``: tiny models on 32x32 synthetic frames, for CI.
+"""
+import ml_collections
+
+from configs import common
+
+VARIANTS = ("", "cpu", "test")
+
+
+def get_config(system: str, model_config, arg: str | None = None) -> ml_collections.ConfigDict:
+  """The config of ``system``; ``model_config(size)`` gives its ``config.model``."""
+  arg = arg or ""
+  if arg not in VARIANTS:
+    raise ValueError(f"configs/{system}.py: unknown variant {arg!r}; use '', 'cpu' or 'test'")
+  config = common.get_config()
+  config.total_steps = 100_000
+  config.log_every = 100
+  config.eval_every = 10_000
+  config.checkpoint.every = 2_000
+  config.optimizer.update(lr=2e-4, lr_end=2e-6, schedule="multistep", b1=0.5, b2=0.999)
+
+  config.model = model_config({"": "full", "cpu": "cpu", "test": "test"}[arg])
+  config.loss = ml_collections.ConfigDict(dict(
+      perceptual_net="vgg16_lpips",      # vgg16_lpips (bundled, offline) | vgg19_npz (reference)
+      vgg19_npz="",                      # path to VGG19 weights for 'vgg19_npz' (losses.py)
+      perceptual_weight=1.0,             # multiplies the per-layer weights below (0 disables)
+      perceptual=(10.0, 10.0, 10.0, 10.0, 10.0),
+      perceptual_scales=(1.0, 0.5, 0.25, 0.125),
+      equivariance=10.0,
+      warp=10.0,
+      bg=10.0,
+      consistency=10.0,                  # MCNet's memory consistency (unused by the others)
+      l1=0.0,                            # plain L1 on the prediction (not in the references)
+  ))
+  config.data = ml_collections.ConfigDict(dict(
+      name="talking_faces",
+      data_dir="",                       # '' -> $MINERF_DATA_DIR or ~/.cache/minerf_jax/tfds
+      resolution=256,                    # crops as prepared (launch.prepare_data --resolution)
+      fps=25.0,
+      image_size=256,                    # frames the model sees (area downscale of resolution)
+      num_identities=1,                  # at least this many identities (all are used)
+      batch_size=32,                     # global (the references: 28 on two GPUs)
+      seed=0,
+  ))
+  config.eval = ml_collections.ConfigDict(dict(
+      max_clip_frames=0,                 # reconstruction: frames per held-out clip (0 = all)
+      max_clips=0,                       # held-out clips (0 = all)
+      num_cross_pairs=64,                # fixed cross-identity (source, driving) pairs
+      chunk=16,                          # frames per compiled inference call
+      lpips=True,
+      landmarks=True,                    # AKD / ARD with MediaPipe landmarks
+  ))
+
+  if arg == "cpu":
+    config.total_steps = 3_000
+    config.log_every = 50
+    config.eval_every = 1_000
+    config.checkpoint.every = 500
+    config.optimizer.lr = 1e-3
+    config.loss.perceptual_scales = (1.0, 0.5, 0.25)   # 64 -> 16 px: VGG's five poolings
+    config.data.update(image_size=64, batch_size=8)
+  elif arg == "test":
+    config.total_steps = 4
+    config.log_every = 2
+    config.eval_every = 4
+    config.checkpoint.every = 2
+    config.optimizer.lr = 2e-3
+    config.loss.perceptual_scales = (1.0, 0.5)
+    config.data = ml_collections.ConfigDict(dict(
+        name="synthetic_talking_heads", data_dir="", resolution=32, image_size=32,
+        num_identities=2, frames_per_identity=10, batch_size=8, seed=0))
+    config.eval.update(max_clip_frames=4, max_clips=2, num_cross_pairs=4, chunk=4, lpips=False,
+                       landmarks=False)
+  return config

@@ -1,0 +1,410 @@
+"""One-shot face animation: TPSMM, and MCNet / MRFA built on it, behind the model seam.
+
+A source image ``S`` and a driving frame ``D`` of the same person go through (NHWC, ``[0, 1]``):
+
+1. the keypoint detector (``motion.keypoints``): ``K x 5`` TPS control points on each frame, and
+   the background predictor: a 3x3 affine from ``(S, D)``;
+2. the dense motion network (``motion.dense_motion``): K thin-plate splines + the background
+   affine combined into one backward flow, plus an occlusion mask per generator scale;
+3. the generator (``motion.generator``): encode ``S``, warp and occlude its feature maps, then
+   * **tpsmm** decodes them directly;
+   * **mcnet** first compensates them with the identity-conditioned meta-memory
+     (``motion.memory``; ``model.memory='off'`` skips it: TPSMM with MCNet's config);
+   * **mrfa** first refines flow and occlusion coarse to fine from the keypoint structure
+     correlation volume (``motion.correlation``; ``model.refine_steps=0`` keeps the prior);
+   and decodes the prediction of ``D``.
+
+Training losses (``config.loss``, reference weights of TPSMM's vox-256 config, see
+``minerf_jax/losses.py``): the pyramid perceptual loss, keypoint equivariance under a random TPS,
+the warp loss on encoder features, the background cycle loss (from ``model.bg_start`` of the
+schedule on; before it the background transform is the identity, as the reference's
+``bg_start`` epoch), MCNet's memory consistency loss, and an optional plain L1 term (0 in the
+references). Dense-motion dropout of whole transforms (TPSMM) ramps from 0 to
+``model.dropout_p`` over ``model.dropout_ramp`` of the schedule and stops at
+``model.dropout_until``; fractions of ``total_steps``, so shorter schedules keep the proportions.
+
+The keypoint detector and background predictor are ResNet-18s with BatchNorm: their running
+statistics are the ``batch_stats`` collection, carried in ``TrainState.batch_stats`` (the loop
+passes them to ``loss`` and takes the updated ones back). In one step the three frames whose
+keypoints are needed (source, driving, and the randomly warped driving frame of the
+equivariance loss) go through the detector as one batch, so they share batch statistics (the
+reference runs them as three batches).
+
+Inference (``animate``) uses the running statistics. Relative motion (``relative=True``, FOMM's
+``find_best_frame=False`` demo setting) moves the source keypoints by the driving keypoints'
+displacement from the first driving frame, scaled by the ratio of the keypoint hull areas; the
+background is then kept still. Absolute motion (reconstruction) uses the driving keypoints and the
+predicted background affine, as the references' reconstruction protocol.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from minerf_jax import losses
+from minerf_jax import metrics
+from minerf_jax.motion import correlation
+from minerf_jax.motion import dense_motion
+from minerf_jax.motion import generator as generator_lib
+from minerf_jax.motion import keypoints
+from minerf_jax.motion import memory as memory_lib
+from minerf_jax.motion import tps as tps_lib
+from minerf_jax.motion import transfer
+from minerf_jax.motion import warp
+
+SYSTEMS = ("tpsmm", "mcnet", "mrfa")
+ON_OFF = ("on", "off")
+
+
+def batch_spec(config: ml_collections.ConfigDict) -> str:
+  del config
+  return "pairs"
+
+
+class AnimationNet(nn.Module):
+  """TPSMM's four networks plus MCNet's memory or MRFA's refinement (``system``)."""
+  system: str
+  num_tps: int
+  points_per_tps: int
+  detector_width: float
+  dense_motion_kw: dict
+  generator_kw: dict
+  memory_kw: dict
+  refine_kw: dict
+  use_memory: bool = True
+
+  def setup(self):
+    if self.system not in SYSTEMS:
+      raise ValueError(f"config.model.name={self.system!r}; choose one of {SYSTEMS}")
+    num_scales = self.generator_kw.get("num_down_blocks", 3) + 1
+    self.detector = keypoints.KeypointDetector(self.num_tps, self.points_per_tps,
+                                               self.detector_width)
+    self.bg_predictor = keypoints.BackgroundMotionPredictor(self.detector_width)
+    self.dense_motion = dense_motion.DenseMotionNetwork(
+        num_tps=self.num_tps, points_per_tps=self.points_per_tps,
+        num_occlusion_masks=num_scales, **self.dense_motion_kw)
+    self.generator = generator_lib.InpaintingGenerator(**self.generator_kw)
+    if self.system == "mcnet":
+      self.memory = memory_lib.MemoryCompensation(**self.memory_kw)
+    if self.system == "mrfa":
+      self.refine = correlation.CorrelationRefinement(
+          scale_factor=self.dense_motion_kw.get("scale_factor", 0.25),
+          points_per_tps=self.points_per_tps, **self.refine_kw)
+
+  def keypoints(self, images: jax.Array, train: bool = False) -> jax.Array:
+    return self.detector(images, train)
+
+  def background(self, source: jax.Array, driving: jax.Array, train: bool = False) -> jax.Array:
+    return self.bg_predictor(source, driving, train)
+
+  def animate(self, source: jax.Array, kp_source: jax.Array, kp_driving: jax.Array,
+              bg_param: jax.Array | None, dropout_p: jax.Array | None = None) -> dict:
+    """Source + keypoints (+ background affine) -> prediction and intermediate maps.
+
+    ``dropout_p`` not None: TPSMM's transform dropout with that probability (``'dropout'`` rng).
+    """
+    motion = self.dense_motion(source, kp_source, kp_driving, bg_param,
+                               dropout=dropout_p is not None,
+                               dropout_p=0.0 if dropout_p is None else dropout_p)
+    maps = self.generator.encode(source)
+    occlusion = motion["occlusion_map"]
+    deformation = motion["deformation"]
+    warped = generator_lib.warp_features(maps, deformation, occlusion)
+    out = {"kp_source": kp_source, "kp_driving": kp_driving, "motion": motion,
+           # Warp-loss routing of the reference (features detached, flow not), on the prior flow.
+           "warped_encoder_maps": generator_lib.warp_features(
+               maps, deformation, occlusion, detach_features=True)}
+    if self.system == "mcnet":
+      warped, out["memory"] = self.memory(warped, kp_source, memory=self.use_memory)
+    elif self.system == "mrfa":
+      refined = self.refine(source, kp_source, kp_driving, maps, motion)
+      warped, occlusion, deformation = (refined["warped_features"], refined["occlusion_map"],
+                                        refined["deformation"])
+      out["refined"] = refined
+    deformed = warp.warp(source, deformation)
+    out["prediction"] = self.generator.decode(warped, deformed, occlusion[-1])
+    out["deformed"] = deformed
+    out["occlusion_map"] = occlusion
+    return out
+
+  def driving_features(self, driving: jax.Array, occlusion: Sequence[jax.Array]):
+    return self.generator.masked_driving_features(driving, occlusion)
+
+  def __call__(self, source: jax.Array, driving: jax.Array, train: bool = False) -> dict:
+    """Absolute-motion prediction of ``driving`` (used by ``init``: touches every parameter)."""
+    b = source.shape[0]
+    kp = self.keypoints(jnp.concatenate([source, driving]), train)
+    bg = self.background(source, driving, train)
+    out = self.animate(source, kp[:b], kp[b:], bg)
+    out["driving_features"] = self.driving_features(driving, out["motion"]["occlusion_map"])
+    return out
+
+
+def net_from_config(config: ml_collections.ConfigDict) -> AnimationNet:
+  mc = config.model
+  system = mc.name
+  memory = str(mc.get("memory", "on"))
+  if memory not in ON_OFF:
+    raise ValueError(f"config.model.memory={memory!r}; use 'on' or 'off'")
+  refine_kw = dict(mc.get("refine", {}))
+  if system == "mrfa":
+    refine_kw["refine_steps"] = int(mc.refine_steps)
+  return AnimationNet(
+      system=system, num_tps=int(mc.num_tps), points_per_tps=int(mc.points_per_tps),
+      detector_width=float(mc.detector_width), dense_motion_kw=dict(mc.dense_motion),
+      generator_kw=dict(mc.generator), memory_kw=dict(mc.get("memory_bank", {})),
+      refine_kw=refine_kw, use_memory=memory == "on")
+
+
+def schedule_value(step: jax.Array, total_steps: int, start: float, end: float,
+                   ramp: float, value: float) -> jax.Array:
+  """``value`` ramped linearly over ``ramp`` (fraction of ``total_steps``) from ``start`` and
+  zero before ``start`` and from ``end`` on (fractions of ``total_steps``)."""
+  t = jnp.asarray(step, jnp.float32) / max(int(total_steps), 1)
+  ramped = value * jnp.clip((t - start) / max(ramp, 1e-9), 0.0, 1.0) if ramp > 0 else value
+  return jnp.where((t >= start) & (t < end), ramped, 0.0)
+
+
+def _pad_to(x: np.ndarray, n: int) -> np.ndarray:
+  return np.concatenate([x, np.repeat(x[-1:], n - len(x), 0)]) if len(x) < n else x
+
+
+class AnimationModel:
+  """The model seam (``minerf_jax/models/__init__.py``) for TPSMM, MCNet and MRFA.
+
+  ``params`` and ``batch_stats`` are separate trees; methods that run the ResNets take the
+  ``batch_stats`` keyword (the running statistics).
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    self.config = config
+    self.name = config.model.name
+    self.net = net_from_config(config)
+    lc = config.loss
+    if lc.perceptual_net == "vgg16_lpips":
+      self.features = losses.PerceptualFeatures.vgg16_lpips()
+    elif lc.perceptual_net == "vgg19_npz":
+      if not lc.vgg19_npz:
+        raise ValueError("config.loss.perceptual_net='vgg19_npz' needs config.loss.vgg19_npz=PATH")
+      self.features = losses.PerceptualFeatures.vgg19_npz(lc.vgg19_npz)
+    else:
+      raise ValueError(f"config.loss.perceptual_net={lc.perceptual_net!r}; use 'vgg16_lpips' or "
+                       "'vgg19_npz'")
+    if len(lc.perceptual) != len(self.features.taps):
+      raise ValueError(f"config.loss.perceptual has {len(lc.perceptual)} weights for "
+                       f"{len(self.features.taps)} feature layers")
+    size = int(config.data.image_size) or int(config.data.resolution)
+    coarsest = size * min(lc.perceptual_scales)
+    if lc.perceptual_weight > 0 and coarsest < 16:
+      raise ValueError(f"config.loss.perceptual_scales={tuple(lc.perceptual_scales)} takes "
+                       f"{size}px frames down to {coarsest:g}px; VGG needs >= 16: drop the "
+                       "smallest scales")
+    self._predict = jax.jit(self._predict_fn, static_argnames=("relative",))
+    self._keypoints = jax.jit(self._keypoints_fn)
+
+  # -- init ------------------------------------------------------------------------------------
+
+  def init_variables(self, rng: jax.Array, batch: dict) -> dict:
+    """``{'params': ..., 'batch_stats': ...}`` for a batch like ``Data.example_batch()``."""
+    source = jnp.asarray(batch["source"][:2])
+    driving = jnp.asarray(batch["driving"][:2])
+    variables = jax.jit(functools.partial(self.net.init, train=False))(
+        {"params": rng, "dropout": rng}, source, driving)
+    return {"params": variables["params"], "batch_stats": variables["batch_stats"]}
+
+  def init(self, rng: jax.Array, batch: dict) -> Any:
+    return self.init_variables(rng, batch)["params"]
+
+  # -- training --------------------------------------------------------------------------------
+
+  def loss(self, params, batch, rng, step, batch_stats=None):
+    """``(total, (metrics, new_batch_stats))``; see the module docstring for the terms."""
+    mc, lc = self.config.model, self.config.loss
+    total_steps = int(self.config.total_steps)
+    source, driving = batch["source"], batch["driving"]
+    b = source.shape[0]
+    rng_eq, rng_drop = jax.random.split(rng)
+    transformed, transform = losses.random_transform_frame(rng_eq, driving)
+    bg_on = schedule_value(step, total_steps, float(mc.bg_start), float("inf"), 0.0, 1.0) > 0
+    dropout_p = schedule_value(step, total_steps, 0.0, float(mc.dropout_until),
+                               float(mc.dropout_ramp), float(mc.dropout_p))
+
+    def forward(net):
+      kp = net.keypoints(jnp.concatenate([source, driving, transformed]), train=True)
+      kp_s, kp_d, kp_t = kp[:b], kp[b:2 * b], kp[2 * b:]
+      pair = net.background(jnp.concatenate([source, driving]),
+                            jnp.concatenate([driving, source]), train=True)
+      bg, bg_reverse = pair[:b], pair[b:]
+      eye = jnp.broadcast_to(jnp.eye(3, dtype=bg.dtype), bg.shape)
+      out = net.animate(source, kp_s, kp_d, jnp.where(bg_on, bg, eye), dropout_p)
+      out["driving_features"] = net.driving_features(driving, out["motion"]["occlusion_map"])
+      out.update(kp_transformed=kp_t, bg=bg, bg_reverse=bg_reverse)
+      return out
+
+    out, updates = nn.apply(forward, self.net, mutable=["batch_stats"])(
+        {"params": params, "batch_stats": batch_stats}, rngs={"dropout": rng_drop})
+    pred = out["prediction"]
+    terms = {}
+    if lc.perceptual_weight > 0:
+      terms["perceptual"] = lc.perceptual_weight * losses.multiscale_perceptual_loss(
+          self.features, pred, driving, tuple(lc.perceptual_scales), tuple(lc.perceptual))
+    if lc.equivariance > 0:
+      terms["equivariance"] = losses.equivariance_loss(
+          out["kp_driving"], out["kp_transformed"], transform, lc.equivariance)
+    if lc.warp > 0:
+      terms["warp"] = losses.warp_loss(out["driving_features"], out["warped_encoder_maps"],
+                                       lc.warp)
+    if lc.bg > 0:
+      terms["bg"] = jnp.where(bg_on, losses.background_loss(out["bg"], out["bg_reverse"], lc.bg),
+                              0.0)
+    if lc.l1 > 0:
+      terms["l1"] = lc.l1 * jnp.mean(jnp.abs(pred - driving))
+    if "memory" in out and out["memory"] and lc.consistency > 0:
+      terms["consistency"] = lc.consistency * memory_lib.consistency_loss(
+          out["memory"]["features"], out["memory"]["values"])
+    total = sum(terms.values())
+    mse = jnp.mean((pred - driving) ** 2)
+    metrics_out = {**{f"loss_{k}": v for k, v in terms.items()},
+                   "l1": jnp.mean(jnp.abs(pred - driving)), "psnr": metrics.mse_to_psnr(mse),
+                   "dropout_p": dropout_p, "bg_on": bg_on.astype(jnp.float32)}
+    return total, (metrics_out, updates["batch_stats"])
+
+  def trainable(self, params):
+    return jax.tree.map(lambda _: True, params)
+
+  def load_pretrained(self, params, pretrained):
+    """``init_from``: every parameter must exist with the same shape (fine-tuning)."""
+    from minerf_jax.models.minerf import _flatten, _unflatten  # pylint: disable=g-import-not-at-top
+    new, old = _flatten(params), _flatten(pretrained)
+    for path, value in new.items():
+      if path not in old or tuple(np.shape(old[path])) != tuple(value.shape):
+        held = "missing" if path not in old else f"shape {tuple(np.shape(old[path]))}"
+        raise ValueError(f"init_from parameter {'/'.join(path)!r} is {held} but this config "
+                         f"builds {tuple(value.shape)}: another model or model config")
+    return _unflatten({p: jnp.asarray(old[p], new[p].dtype) for p in new})
+
+  # -- inference -------------------------------------------------------------------------------
+
+  def _variables(self, params, batch_stats):
+    if batch_stats is None:
+      raise ValueError(f"model {self.name!r} needs its BatchNorm statistics (batch_stats)")
+    return {"params": params, "batch_stats": batch_stats}
+
+  def _keypoints_fn(self, params, batch_stats, images):
+    return self.net.apply(self._variables(params, batch_stats), images,
+                          method=AnimationNet.keypoints)
+
+  def _predict_fn(self, params, batch_stats, source, kp_source, kp_driving, driving,
+                  relative: bool):
+    variables = self._variables(params, batch_stats)
+
+    def run(net):
+      bg = None if relative else net.background(source, driving)
+      return net.animate(source, kp_source, kp_driving, bg)["prediction"]
+
+    return nn.apply(run, self.net)(variables)
+
+  def predict(self, params, batch: dict, batch_stats=None) -> dict:
+    """Absolute motion: ``batch['source']``, ``batch['driving']`` ``[B, S, S, 3]`` ->
+    ``{'prediction': [B, S, S, 3], 'kp_source', 'kp_driving'}``."""
+    source, driving = jnp.asarray(batch["source"]), jnp.asarray(batch["driving"])
+    kp_s = self._keypoints(params, batch_stats, source)
+    kp_d = self._keypoints(params, batch_stats, driving)
+    pred = self._predict(params, batch_stats, source, kp_s, kp_d, driving, relative=False)
+    return {"prediction": pred, "kp_source": kp_s, "kp_driving": kp_d}
+
+  def animate(self, params, source: np.ndarray, driving: np.ndarray, *, relative: bool = True,
+              batch_stats=None, chunk: int = 16, progress=None) -> np.ndarray:
+    """One source image ``[S, S, 3]`` and driving frames ``[T, S, S, 3]`` (floats in [0, 1]) ->
+    animated frames ``[T, S, S, 3]``. ``relative``: see the module docstring. ``progress``:
+    called with the number of frames done after each chunk."""
+    driving = np.asarray(driving, np.float32)
+    t = len(driving)
+    src = np.asarray(source, np.float32)[None]
+    kp_s = np.asarray(self._keypoints(params, batch_stats, src))
+    out = []
+    kp_initial = None
+    for start in range(0, t, chunk):
+      piece = driving[start:start + chunk]
+      n = len(piece)
+      piece = _pad_to(piece, chunk)
+      kp_d = np.asarray(self._keypoints(params, batch_stats, piece))
+      if kp_initial is None:
+        kp_initial = kp_d[:1]
+      if relative:
+        kp_d = np.asarray(transfer.relative_keypoints(
+            np.repeat(kp_s, chunk, 0), kp_d, np.repeat(kp_initial, chunk, 0)))
+      pred = self._predict(params, batch_stats, np.repeat(src, chunk, 0), np.repeat(kp_s, chunk, 0),
+                           kp_d, piece, relative=relative)
+      out.append(np.asarray(pred)[:n])
+      if progress is not None:
+        progress(start + n)
+    return np.concatenate(out)
+
+  # -- evaluation ------------------------------------------------------------------------------
+
+  def evaluate(self, params, eval_data: dict, batch_stats=None) -> dict[str, float]:
+    """Both protocols (``pairs.py``): reconstruction of each held-out clip from its first frame
+    (L1, PSNR, SSIM, LPIPS over all frames; AKD/ARD if ``eval.landmarks``), and the fixed
+    cross-identity pairs, animated with absolute motion (no ground truth: AKD/ARD against the
+    driving frame's landmarks). ``eval_data``: ``pairs.eval_sets``."""
+    ec = self.config.eval
+    chunk = int(ec.chunk)
+    results: dict[str, float] = {}
+    preds, targets = [], []
+    for clip in eval_data["reconstruction"]:
+      source = clip["source"].astype(np.float32) / 255.0
+      driving = clip["driving"].astype(np.float32) / 255.0
+      preds.append(self.animate(params, source, driving, relative=False,
+                                batch_stats=batch_stats, chunk=chunk))
+      targets.append(driving)
+    pred, target = np.concatenate(preds), np.concatenate(targets)
+    results.update(image_metrics(pred, target, chunk, lpips=bool(ec.lpips)))
+    cross = eval_data.get("cross")
+    cross_pred = cross_target = None
+    if cross is not None and len(cross["source"]):
+      cross_pred = np.concatenate([
+          np.asarray(self._cross_chunk(params, batch_stats, cross["source"][i:i + chunk],
+                                       cross["driving"][i:i + chunk], chunk))
+          for i in range(0, len(cross["source"]), chunk)])
+      cross_target = cross["driving"].astype(np.float32) / 255.0
+    if ec.landmarks:
+      from minerf_jax import landmark_metrics  # pylint: disable=g-import-not-at-top
+      with landmark_metrics.LandmarkMetrics() as lm:
+        results.update({f"recon/{k}": v for k, v in lm.motion_metrics(pred, target).items()})
+        if cross_pred is not None:
+          results.update({f"cross/{k}": v
+                          for k, v in lm.motion_metrics(cross_pred, cross_target).items()})
+    return results
+
+  def _cross_chunk(self, params, batch_stats, source, driving, chunk):
+    n = len(source)
+    source = _pad_to(source.astype(np.float32) / 255.0, chunk)
+    driving = _pad_to(driving.astype(np.float32) / 255.0, chunk)
+    return self.predict(params, {"source": source, "driving": driving},
+                        batch_stats)["prediction"][:n]
+
+
+def image_metrics(pred: np.ndarray, target: np.ndarray, chunk: int = 16,
+                  lpips: bool = True) -> dict[str, float]:
+  """Reconstruction metrics over frames ``[N, S, S, 3]`` in [0, 1]: L1 (mean absolute error),
+  PSNR (of the pooled MSE), SSIM and LPIPS (AlexNet; means over frames)."""
+  out = {"recon/l1": float(np.mean(np.abs(pred - target))),
+         "recon/psnr": float(metrics.mse_to_psnr(np.mean((pred - target) ** 2)))}
+  ssim = jax.jit(jax.vmap(metrics.ssim))
+  out["recon/ssim"] = float(np.mean(np.concatenate([
+      np.asarray(ssim(_pad_to(pred[i:i + chunk], chunk), _pad_to(target[i:i + chunk], chunk)))[
+          :len(pred[i:i + chunk])] for i in range(0, len(pred), chunk)])))
+  if lpips:
+    out["recon/lpips"] = float(np.mean(np.concatenate([
+        np.asarray(losses.lpips_per_image(_pad_to(pred[i:i + chunk], chunk),
+                                          _pad_to(target[i:i + chunk], chunk)))[
+            :len(pred[i:i + chunk])] for i in range(0, len(pred), chunk)])))
+  return out
+
