@@ -1,0 +1,105 @@
+"""launch.animate end to end: a tiny TPSMM run animates the real portrait with a real driving
+clip (frame count, fps and audio of the mp4), and bad inputs end in one-line errors. Uses
+../shared/media (skips cleanly without it) and MediaPipe 0.10.21."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+MEDIA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "media")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+pytestmark = [pytest.mark.skipif(not os.path.isdir(MEDIA), reason="../shared/media is absent"),
+              pytest.mark.slow]
+pytest.importorskip("mediapipe")
+pytest.importorskip("av")
+
+from minerf_jax.data import video  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+SOURCE = os.path.join(MEDIA, "tpsmm_source.png")
+CLIP_FRAMES = 25   # 1 s at 25 fps
+
+
+@pytest.fixture(scope="module")
+def run_dir(tpsmm_test_run):
+  """A TPSMM run trained for the few steps of configs/tpsmm.py:test (conftest, once)."""
+  return tpsmm_test_run[0]
+
+
+@pytest.fixture(scope="module")
+def driving(tmp_path_factory):
+  """The first second of the real driving video, with its audio."""
+  v = video.read_video(os.path.join(MEDIA, "tpsmm_driving.mp4"))
+  assert v.audio is not None and v.fps == 25
+  path = str(tmp_path_factory.mktemp("clip") / "driving_1s.mp4")
+  video.write_video(path, v.frames[:CLIP_FRAMES], v.fps,
+                    v.audio[:int(CLIP_FRAMES / v.fps * v.sample_rate)], v.sample_rate)
+  return path
+
+
+def _animate(*args):
+  return subprocess.run([sys.executable, "-m", "launch.animate", *args], cwd=REPO,
+                        capture_output=True, text=True, timeout=600)
+
+
+def _last_line(stderr: str) -> str:
+  """The last non-empty line of stderr (MediaPipe and TFLite write harmless lines before it)."""
+  return [line for line in stderr.splitlines() if line.strip()][-1]
+
+
+def _assert_one_line_error(proc, *needles):
+  assert proc.returncode != 0, proc.stdout
+  assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+  last = _last_line(proc.stderr)
+  assert last.startswith("error: "), proc.stderr[-3000:]
+  for needle in needles:
+    assert needle in last, last
+
+
+def test_animates_clip_with_its_frames_fps_and_audio(run_dir, driving, tmp_path):
+  out = str(tmp_path / "out.mp4")
+  proc = _animate(f"--checkpoint={run_dir}", f"--source={SOURCE}", f"--driving={driving}",
+                  f"--out={out}", "--side_by_side")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert f"wrote {out}: {CLIP_FRAMES} frames at 25 fps" in proc.stdout.strip().splitlines()[-1]
+  assert "animate (tpsmm)" in proc.stderr and "frame/s" in proc.stderr   # tqdm progress
+  clip = video.read_video(out)
+  assert clip.fps == 25
+  assert clip.frames.shape == (CLIP_FRAMES, 256, 3 * 256, 3)   # 3 panels of 32 px, x8
+  assert clip.audio is not None
+  assert len(clip.audio) / clip.sample_rate == pytest.approx(CLIP_FRAMES / 25, abs=0.15)
+  assert np.abs(clip.audio).max() > 0.01   # the driving speech, not silence
+  # The result panel is an image of the source person, not the driving frame copied.
+  result, drv = clip.frames[:, :, 512:].astype(float), clip.frames[:, :, 256:512].astype(float)
+  assert np.abs(result - drv).mean() > 5.0
+
+
+def test_source_without_face(run_dir, driving, tmp_path):
+  import cv2  # pylint: disable=g-import-not-at-top
+  noise = str(tmp_path / "noise.png")
+  cv2.imwrite(noise, np.random.default_rng(0).integers(0, 256, (128, 128, 3), np.uint8))
+  proc = _animate(f"--checkpoint={run_dir}", f"--source={noise}", f"--driving={driving}",
+                  f"--out={tmp_path / 'out.mp4'}")
+  _assert_one_line_error(proc, noise, "no face")
+  assert not os.path.exists(tmp_path / "out.mp4")
+
+
+def test_unreadable_driving_video(run_dir, tmp_path):
+  text = tmp_path / "not_a_video.mp4"
+  text.write_text("this is not a video\n")
+  proc = _animate(f"--checkpoint={run_dir}", f"--source={SOURCE}", f"--driving={text}",
+                  f"--out={tmp_path / 'out.mp4'}")
+  _assert_one_line_error(proc, str(text), "unreadable")
+
+
+def test_checkpoint_of_another_model(run_dir, driving, tmp_path):
+  proc = _animate(f"--checkpoint={run_dir}", f"--source={SOURCE}", f"--driving={driving}",
+                  f"--out={tmp_path / 'out.mp4'}", "--config=configs/mcnet.py:test")
+  _assert_one_line_error(proc, run_dir, "'tpsmm'", "'mcnet'")
+
+
+def test_directory_without_checkpoint(driving, tmp_path):
+  proc = _animate(f"--checkpoint={tmp_path}", f"--source={SOURCE}", f"--driving={driving}",
+                  f"--out={tmp_path / 'out.mp4'}")
+  _assert_one_line_error(proc, str(tmp_path), "no checkpoint")

@@ -1,0 +1,207 @@
+"""TPSMM, MCNet and MRFA behind the model seam: overfitting, data parallelism, ablation switches,
+BatchNorm statistics in checkpoints, the pair pipeline and the evaluation protocols."""
+import jax
+import numpy as np
+import pytest
+
+from configs import mcnet as mcnet_config
+from configs import mrfa as mrfa_config
+from configs import tpsmm as tpsmm_config
+from minerf_jax import models
+from minerf_jax.data import pairs
+from minerf_jax.data import pipeline
+from minerf_jax.models import animation
+from minerf_jax.train import checkpoint
+from minerf_jax.train import loop
+from minerf_jax.train import parallel
+from minerf_jax.train import state as state_lib
+
+CONFIGS = {"tpsmm": tpsmm_config, "mcnet": mcnet_config, "mrfa": mrfa_config}
+
+
+def test_config(name, tmp_path_factory, **overrides):
+  config = CONFIGS[name].get_config("test")
+  config.data.data_dir = str(tmp_path_factory.getbasetemp() / "tfds_pairs")
+  config.update_from_flattened_dict(overrides)
+  return config
+
+
+test_config.__test__ = False  # a helper, not a test
+
+
+@pytest.fixture(scope="module")
+def pair_data(tmp_path_factory):
+  return pipeline.build(test_config("tpsmm", tmp_path_factory))
+
+
+def one_pair_batch(data, copies=8):
+  """One source/driving pair of the train split, repeated (a batch that splits over 8 devices)."""
+  batch = data.train_batch(0)
+  return {k: np.repeat(v[:1], copies, 0) for k, v in batch.items()}
+
+
+def prediction_psnr(model, state, batch):
+  pred = model.predict(state.params, batch, state.batch_stats)["prediction"]
+  return float(10 * np.log10(1.0 / np.mean((np.asarray(pred) - batch["driving"]) ** 2)))
+
+
+def run(model, config, data, batch, steps, devices):
+  params, stats, rng = loop.initial_variables(config, model, data)
+  tx = loop.make_optimizer(config, model.trainable)
+  step = parallel.make_train_step(model, tx, "jit", parallel.make_mesh(devices))
+  state = step.put_state(state_lib.TrainState.create(params, tx, rng, stats))
+  before = prediction_psnr(model, state, batch)
+  for _ in range(steps):
+    state, metrics = step(state, step.put_batch(batch))
+  return before, step.get_state(state), jax.device_get(metrics)
+
+
+@pytest.mark.parametrize("name", ["tpsmm", "mcnet", "mrfa"])
+def test_test_config_overfits_one_pair(name, pair_data, tmp_path_factory):
+  steps = 100
+  config = test_config(name, tmp_path_factory, total_steps=steps)
+  config.optimizer.schedule = "constant"
+  model = models.build(config)
+  batch = one_pair_batch(pair_data)
+  before, state, metrics = run(model, config, pair_data, batch, steps, jax.devices()[:1])
+  after = prediction_psnr(model, state, batch)   # inference path: BatchNorm running averages
+  assert after - before > 8.0, (before, after)
+  assert metrics["skipped_nonfinite"] == 0
+  assert metrics["bg_on"] == 1.0 and metrics["dropout_p"] == 0.0   # schedules have ended
+  # The running statistics moved away from their (0, 1) initialisation.
+  means = [np.abs(x).mean() for x in jax.tree.leaves(state.batch_stats)]
+  assert max(means) > 0.05
+
+
+def test_eight_devices_update_equals_one_device(pair_data, tmp_path_factory):
+  config = test_config("tpsmm", tmp_path_factory)
+  config.optimizer.schedule = "constant"
+  model = models.build(config)
+  batch = pair_data.train_batch(3)   # 8 different pairs
+  _, one, m1 = run(model, config, pair_data, batch, 2, jax.devices()[:1])
+  _, eight, m8 = run(model, config, pair_data, batch, 2, jax.devices())
+  params0, stats0, _ = loop.initial_variables(config, model, pair_data)
+  moved = max(np.abs(np.asarray(a) - np.asarray(b)).max()
+              for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(params0)))
+  assert moved > 1e-3
+  close = lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-4,
+                                                  atol=2e-5)
+  jax.tree.map(close, eight.params, one.params)
+  # BatchNorm under jit normalises over the global batch: the statistics agree too.
+  jax.tree.map(close, eight.batch_stats, one.batch_stats)
+  assert not all(np.allclose(a, b) for a, b in zip(jax.tree.leaves(one.batch_stats),
+                                                    jax.tree.leaves(stats0)))
+  np.testing.assert_allclose(m8["loss"], m1["loss"], rtol=1e-4)
+
+
+def _shared_prediction(tmp_path_factory, pair_data, name, **overrides):
+  config = test_config(name, tmp_path_factory, **overrides)
+  model = models.build(config)
+  variables = model.init_variables(jax.random.PRNGKey(0), pair_data.example_batch())
+  return model, variables
+
+
+def test_ablation_switches_reduce_to_tpsmm(pair_data, tmp_path_factory):
+  """memory=off (MCNet) and refine_steps=0 (MRFA) decode exactly what TPSMM decodes from the
+  same shared weights; with the switches on the prediction differs."""
+  batch = pair_data.train_batch(1)
+  tpsmm, base = _shared_prediction(tmp_path_factory, pair_data, "tpsmm")
+  reference = np.asarray(tpsmm.predict(base["params"], batch, base["batch_stats"])["prediction"])
+  for name, off, on in (("mcnet", {"model.memory": "off"}, {"model.memory": "on"}),
+                        ("mrfa", {"model.refine_steps": 0}, {"model.refine_steps": 4})):
+    model_on, variables = _shared_prediction(tmp_path_factory, pair_data, name, **on)
+    extra = set(variables["params"]) - set(base["params"])
+    assert extra == {"memory" if name == "mcnet" else "refine"}
+    params = {**variables["params"], **base["params"]}   # TPSMM's weights + the system's own
+    config_off = test_config(name, tmp_path_factory, **off)
+    model_off = models.build(config_off)
+    pred_off = np.asarray(model_off.predict(params, batch, base["batch_stats"])["prediction"])
+    np.testing.assert_allclose(pred_off, reference, atol=1e-6)
+    pred_on = np.asarray(model_on.predict(params, batch, base["batch_stats"])["prediction"])
+    assert np.abs(pred_on - reference).mean() > 1e-4
+
+
+def test_bad_ablation_value_is_one_line(tmp_path_factory):
+  with pytest.raises(ValueError, match=r"config.model.memory='maybe'; use 'on' or 'off'"):
+    models.build(test_config("mcnet", tmp_path_factory, **{"model.memory": "maybe"}))
+
+
+def test_batch_stats_are_checkpointed(tpsmm_test_run):
+  workdir, state = tpsmm_test_run
+  saved = checkpoint.load_params(workdir, model_name="tpsmm", item="batch_stats")
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
+               saved, jax.device_get(state.batch_stats))
+  with pytest.raises(checkpoint.CheckpointMismatchError, match="holds model 'tpsmm'"):
+    checkpoint.load_params(workdir, model_name="mcnet")
+
+
+def test_pair_batches_are_same_clip_and_pure_in_the_step(pair_data):
+  a, b = pair_data.train_batch(5), pair_data.train_batch(5)
+  for k in a:
+    np.testing.assert_array_equal(a[k], b[k])
+  assert a["source"].shape == (8, 32, 32, 3) and a["source"].dtype == np.float32
+  assert 0.0 <= a["source"].min() and a["source"].max() <= 1.0
+  assert np.any(a["source"] != a["driving"])
+  frames = pair_data.train_frames
+  # Each driving frame is a different frame of the source's clip.
+  for s, d, clip in zip(a["source"], a["driving"], a["clip"]):
+    members = np.flatnonzero(frames.clip == clip)
+    imgs = frames.rgb[members].astype(np.float32) / 255.0
+    si = [i for i in range(len(imgs)) if np.array_equal(imgs[i], s)]
+    di = [i for i in range(len(imgs)) if np.array_equal(imgs[i], d)]
+    assert si and di and set(si) != set(di)
+
+
+def test_eval_sets_follow_both_protocols(pair_data):
+  ev = pair_data.eval_data
+  clips = ev["reconstruction"]
+  assert len(clips) == 2
+  for clip in clips:
+    assert len(clip["driving"]) == 4
+    np.testing.assert_array_equal(clip["source"], clip["driving"][0])  # from the first frame
+  cross = ev["cross"]
+  assert cross["source"].shape == (4, 32, 32, 3) == cross["driving"].shape
+
+
+def test_image_metrics_values():
+  rng = np.random.default_rng(0)
+  target = rng.uniform(size=(3, 64, 64, 3)).astype(np.float32)
+  same = animation.image_metrics(target, target, chunk=2)
+  assert same["recon/l1"] == 0.0 and same["recon/psnr"] == np.inf
+  assert same["recon/ssim"] == pytest.approx(1.0, abs=1e-5)
+  assert same["recon/lpips"] == pytest.approx(0.0, abs=1e-5)
+  noisy = np.clip(target + 0.1, 0, 1)
+  out = animation.image_metrics(noisy, target, chunk=2)
+  assert out["recon/l1"] == pytest.approx(np.abs(noisy - target).mean(), rel=1e-6)
+  assert out["recon/psnr"] == pytest.approx(
+      10 * np.log10(1 / np.mean((noisy - target) ** 2)), rel=1e-5)
+  assert 0 < out["recon/lpips"] and out["recon/ssim"] < 1
+
+
+def test_evaluate_runs_both_protocols(tpsmm_test_run, pair_data, tmp_path_factory):
+  _, state = tpsmm_test_run
+  config = test_config("tpsmm", tmp_path_factory)
+  model = models.build(config)
+  results = model.evaluate(state.params, pair_data.eval_data, batch_stats=state.batch_stats)
+  assert set(results) == {"recon/l1", "recon/psnr", "recon/ssim"}
+  assert all(np.isfinite(v) for v in results.values())
+  with pytest.raises(ValueError, match="needs its BatchNorm statistics"):
+    model.evaluate(state.params, pair_data.eval_data)
+
+
+def test_relative_animation_of_the_source_itself_is_stable(tpsmm_test_run, pair_data,
+                                                           tmp_path_factory):
+  """Relative motion driven by a still video (every frame the first) reproduces the absolute
+  animation of the source by itself: the keypoint displacement is zero."""
+  _, state = tpsmm_test_run
+  model = models.build(test_config("tpsmm", tmp_path_factory))
+  source = pair_data.train_frames.rgb[0].astype(np.float32) / 255.0
+  still = np.repeat(source[None], 3, 0)
+  rel = model.animate(state.params, source, still, relative=True,
+                      batch_stats=state.batch_stats, chunk=2)
+  assert rel.shape == (3, 32, 32, 3)
+  np.testing.assert_allclose(rel[0], rel[2], atol=1e-6)
+  absolute = model.animate(state.params, source, still, relative=False,
+                           batch_stats=state.batch_stats, chunk=2)
+  # Absolute motion differs only by the (nearly identity) background affine of (S, S).
+  np.testing.assert_allclose(rel, absolute, atol=0.05)
