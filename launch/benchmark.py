@@ -17,9 +17,13 @@ minerf_time_to_psnr
 minerf_throughput
   Train and render rays/s of the base config on this machine's devices.
 motion_params
-  Parameter counts of full-size (vox-256) TPSMM, MCNet and MRFA built from minerf_jax/motion,
-  traced with jax.eval_shape (nothing allocated), against the references' totals measured with
-  the authors' code. (GMACs per frame come with the assembled models.)
+  Parameter counts of the full-size (vox-256) TPSMM, MCNet and MRFA models of configs/, traced
+  with jax.eval_shape (nothing allocated), against the references' totals measured with the
+  authors' code, and GMACs per animated 256x256 frame from XLA's cost analysis (lowered, not
+  compiled).
+motion_step_time
+  Seconds per training iteration of TPSMM, MCNet and MRFA (--variant of their configs, default
+  'cpu'), --steps timed steps after the compile.
 """
 from __future__ import annotations
 
@@ -40,7 +44,8 @@ from minerf_jax.train import parallel
 from minerf_jax.train import state as state_lib
 
 _SUITE = flags.DEFINE_enum("suite", "minerf_time_to_psnr",
-                           ["minerf_time_to_psnr", "minerf_throughput", "motion_params"],
+                           ["minerf_time_to_psnr", "minerf_throughput", "motion_params",
+                            "motion_step_time"],
                            "Benchmark suite.")
 _VARIANT = flags.DEFINE_string("variant", "demo", "configs/minerf.py variant to benchmark.")
 _TARGET = flags.DEFINE_float("target_psnr", 22.0, "Held-out PSNR target (dB) for --metric.")
@@ -50,6 +55,7 @@ _MAX_STEPS = flags.DEFINE_integer("max_steps", 4000, "Step budget per model (tim
 _EVAL_EVERY = flags.DEFINE_integer("eval_every", 250, "Steps between held-out evaluations.")
 _ABLATION_STEPS = flags.DEFINE_integer("ablation_steps", 2000, "Steps per fusion variant.")
 _FUSIONS = flags.DEFINE_list("fusions", ["hadamard", "concat", "additive", "film"], "Ablation.")
+_STEPS = flags.DEFINE_integer("steps", 10, "Timed steps per model (motion_step_time).")
 _OUT = flags.DEFINE_string("out", None, "Write the figures as JSON here.")
 
 
@@ -179,18 +185,85 @@ def suite_throughput() -> dict:
 REFERENCE_PARAMS = {"tpsmm": 85.1e6, "mcnet": 101.8e6, "mrfa": 114.3e6}
 
 
+def frame_gmacs(model, variables, size: int) -> float:
+  """GMACs (XLA's HLO cost analysis, flops / 2) of animating one frame at ``size`` x ``size``:
+  keypoints of the driving frame, background affine, dense motion and generator (+ memory or
+  refinement). The source's keypoints are computed once per video and are not counted."""
+  from minerf_jax.models import animation  # pylint: disable=g-import-not-at-top
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  image = jax.ShapeDtypeStruct((1, size, size, 3), np.float32)
+  kp = jax.ShapeDtypeStruct((1, model.net.num_tps * model.net.points_per_tps, 2), np.float32)
+
+  def frame(v, source, driving, kp_source):
+    def run(net):
+      kp_driving = net.keypoints(driving)
+      return net.animate(source, kp_source, kp_driving, net.background(source, driving))
+    return nn.apply(run, model.net)(v)["prediction"]
+
+  del animation
+  cost = jax.jit(frame).lower(variables, image, image, kp).cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float(cost["flops"]) / 2e9
+
+
 def suite_motion_params() -> dict:
+  """Full-size configs (configs/{tpsmm,mcnet,mrfa}.py) traced with jax.eval_shape."""
+  import importlib  # pylint: disable=g-import-not-at-top
   from minerf_jax.motion import params  # pylint: disable=g-import-not-at-top
+  breakdowns = {"tpsmm": params.full_size_parameter_counts,
+                "mcnet": params.mcnet_parameter_counts, "mrfa": params.mrfa_parameter_counts}
   results = {}
-  for name, fn in (("tpsmm", params.full_size_parameter_counts),
-                   ("mcnet", params.mcnet_parameter_counts),
-                   ("mrfa", params.mrfa_parameter_counts)):
-    counts = fn()
+  for name in ("tpsmm", "mcnet", "mrfa"):
+    config = importlib.import_module(f"configs.{name}").get_config()
+    model = models.build(config)
+    size = pipeline.image_size(config)
+    image = np.zeros((2, size, size, 3), np.float32)
+    variables = jax.eval_shape(lambda: model.init_variables(
+        jax.random.PRNGKey(0), {"source": image, "driving": image}))
+    total = params.count(variables["params"])
+    counts = breakdowns[name]()
+    if counts["total"] != total:   # the model assembles exactly the parts counted below
+      raise AssertionError(f"{name}: model {total} != parts {counts['total']}")
+    gmacs = frame_gmacs(model, variables, size)
     ref = REFERENCE_PARAMS[name]
-    results[name] = dict(counts, reference=ref, relative=counts["total"] / ref - 1)
+    results[name] = dict(counts, reference=ref, relative=total / ref - 1, gmacs_per_frame=gmacs,
+                         image_size=size)
     parts = "  ".join(f"{k}={v / 1e6:.2f}M" for k, v in counts.items() if k != "total")
-    print(f"{name}: params={counts['total'] / 1e6:.2f}M reference={ref / 1e6:.1f}M "
-          f"({100 * (counts['total'] / ref - 1):+.1f}%)  {parts}")
+    print(f"{name}: params={total / 1e6:.2f}M reference={ref / 1e6:.1f}M "
+          f"({100 * (total / ref - 1):+.1f}%)  GMACs/frame={gmacs:.1f} at {size}x{size}  {parts}",
+          flush=True)
+  return results
+
+
+def suite_motion_step_time() -> dict:
+  """Seconds per training iteration of the three one-shot systems (``--variant`` of their
+  configs, default 'cpu'; the real dataset from $MINERF_DATA_DIR), after the compile."""
+  import importlib  # pylint: disable=g-import-not-at-top
+  variant = "cpu" if _VARIANT.value == "demo" else _VARIANT.value
+  results = {}
+  for name in ("tpsmm", "mcnet", "mrfa"):
+    config = importlib.import_module(f"configs.{name}").get_config(variant)
+    model, data = models.build(config), pipeline.build(config)
+    params, batch_stats, rng = loop.initial_variables(config, model, data)
+    tx = loop.make_optimizer(config, model.trainable)
+    step = parallel.make_train_step(model, tx, config.parallel.strategy)
+    state = step.put_state(state_lib.TrainState.create(params, tx, rng, batch_stats))
+    t0 = time.perf_counter()
+    state, metrics = step(state, step.put_batch(data.train_batch(0)))
+    jax.block_until_ready(metrics)
+    compile_s = time.perf_counter() - t0
+    n = _STEPS.value
+    t0 = time.perf_counter()
+    for i in range(1, n + 1):
+      state, metrics = step(state, step.put_batch(data.train_batch(i)))
+    jax.block_until_ready(metrics)
+    per_step = (time.perf_counter() - t0) / n
+    results[name] = {"seconds_per_step": per_step, "compile_seconds": compile_s,
+                     "batch_size": data.global_batch_size,
+                     "image_size": pipeline.image_size(config)}
+    print(f"{name}: {per_step:.3f} s/step (batch {data.global_batch_size}, "
+          f"{pipeline.image_size(config)}px, {n} steps; compile {compile_s:.0f} s) "
+          f"on {jax.device_count()} {jax.devices()[0].platform} device(s)", flush=True)
   return results
 
 
@@ -198,7 +271,8 @@ def main(argv):
   del argv
   results = {"minerf_time_to_psnr": suite_time_to_psnr,
              "minerf_throughput": suite_throughput,
-             "motion_params": suite_motion_params}[_SUITE.value]()
+             "motion_params": suite_motion_params,
+             "motion_step_time": suite_motion_step_time}[_SUITE.value]()
   if _OUT.value:
     with open(_OUT.value, "w") as f:
       json.dump(results, f, indent=2)

@@ -4,7 +4,10 @@ r"""Held-out metrics of a trained run, as JSON.
   python -m launch.evaluate --workdir=runs/minerf --config=configs/minerf.py \
       --config.eval.frames_per_identity=12
 
-Without --config the run's own resolved config (workdir/config.json) is used.
+Without --config the run's own resolved config (workdir/config.json) is used. For the one-shot
+animation models (TPSMM, MCNet, MRFA) this runs both protocols: reconstruction of every held-out
+clip from its first frame (recon/l1, psnr, ssim, lpips, akd, ard) and the fixed cross-identity
+pairs (cross/akd, cross/ard against the driving frames' landmarks).
 """
 import json
 import os

@@ -29,7 +29,16 @@ def restore(workdir: str, config: ml_collections.ConfigDict | None = None):
   return config, model, params
 
 
+def batch_stats_kwargs(workdir: str, config: ml_collections.ConfigDict) -> dict:
+  """``{'batch_stats': ...}`` for models with BatchNorm statistics (TPSMM, MCNet, MRFA), else {}."""
+  if models.batch_spec(config) != "pairs":
+    return {}
+  return {"batch_stats": checkpoint.load_params(workdir, model_name=config.model.name,
+                                                item="batch_stats")}
+
+
 def evaluate(workdir: str, config: ml_collections.ConfigDict | None = None) -> dict:
   """Held-out metrics (``model.evaluate`` on the pipeline's eval sets) of a run."""
   config, model, params = restore(workdir, config)
-  return model.evaluate(params, pipeline.build(config).eval_data)
+  return model.evaluate(params, pipeline.build(config).eval_data,
+                        **batch_stats_kwargs(workdir, config))

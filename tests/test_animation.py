@@ -58,14 +58,16 @@ def run(model, config, data, batch, steps, devices):
 
 @pytest.mark.parametrize("name", ["tpsmm", "mcnet", "mrfa"])
 def test_test_config_overfits_one_pair(name, pair_data, tmp_path_factory):
-  steps = 100
+  steps = 120
   config = test_config(name, tmp_path_factory, total_steps=steps)
-  config.optimizer.schedule = "constant"
+  # A decaying rate: the last steps barely move the weights, so the BatchNorm running averages
+  # (momentum 0.9) catch up with the batch statistics the weights were trained with.
+  config.optimizer.update(schedule="cosine", lr=2e-3, lr_end=2e-5)
   model = models.build(config)
   batch = one_pair_batch(pair_data)
   before, state, metrics = run(model, config, pair_data, batch, steps, jax.devices()[:1])
   after = prediction_psnr(model, state, batch)   # inference path: BatchNorm running averages
-  assert after - before > 8.0, (before, after)
+  assert after - before > 8.0, (before, after, metrics["psnr"])
   assert metrics["skipped_nonfinite"] == 0
   assert metrics["bg_on"] == 1.0 and metrics["dropout_p"] == 0.0   # schedules have ended
   # The running statistics moved away from their (0, 1) initialisation.
@@ -74,21 +76,28 @@ def test_test_config_overfits_one_pair(name, pair_data, tmp_path_factory):
 
 
 def test_eight_devices_update_equals_one_device(pair_data, tmp_path_factory):
+  """One step (the first: no background affine, no dropout yet) on 8 devices vs 1. One step,
+  because later ones are not comparable at float precision: the L1 losses' per-pixel signs
+  flip where prediction and target agree to rounding (the synthetic background), and Adam turns
+  the ~1% gradient differences that follows into full-size steps of either sign."""
   config = test_config("tpsmm", tmp_path_factory)
-  config.optimizer.schedule = "constant"
+  config.optimizer.update(schedule="constant", eps=1e-3)
   model = models.build(config)
   batch = pair_data.train_batch(3)   # 8 different pairs
-  _, one, m1 = run(model, config, pair_data, batch, 2, jax.devices()[:1])
-  _, eight, m8 = run(model, config, pair_data, batch, 2, jax.devices())
+  _, one, m1 = run(model, config, pair_data, batch, 1, jax.devices()[:1])
+  _, eight, m8 = run(model, config, pair_data, batch, 1, jax.devices())
   params0, stats0, _ = loop.initial_variables(config, model, pair_data)
   moved = max(np.abs(np.asarray(a) - np.asarray(b)).max()
               for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(params0)))
   assert moved > 1e-3
-  close = lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-4,
-                                                  atol=2e-5)
-  jax.tree.map(close, eight.params, one.params)
-  # BatchNorm under jit normalises over the global batch: the statistics agree too.
-  jax.tree.map(close, eight.batch_stats, one.batch_stats)
+  # The forward pass agrees to rounding: BatchNorm under jit normalises over the global batch,
+  # so the running statistics after the step match (per-shard statistics would not).
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4,
+                                                       atol=1e-6), eight.batch_stats,
+               one.batch_stats)
+  # Gradients agree to ~1% (L1 sign flips at exact agreement, see above); a step is <= lr = 2e-3.
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0.0,
+                                                       atol=2e-4), eight.params, one.params)
   assert not all(np.allclose(a, b) for a, b in zip(jax.tree.leaves(one.batch_stats),
                                                     jax.tree.leaves(stats0)))
   np.testing.assert_allclose(m8["loss"], m1["loss"], rtol=1e-4)
