@@ -189,7 +189,6 @@ def frame_gmacs(model, variables, size: int) -> float:
   """GMACs (XLA's HLO cost analysis, flops / 2) of animating one frame at ``size`` x ``size``:
   keypoints of the driving frame, background affine, dense motion and generator (+ memory or
   refinement). The source's keypoints are computed once per video and are not counted."""
-  from minerf_jax.models import animation  # pylint: disable=g-import-not-at-top
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
   image = jax.ShapeDtypeStruct((1, size, size, 3), np.float32)
   kp = jax.ShapeDtypeStruct((1, model.net.num_tps * model.net.points_per_tps, 2), np.float32)
@@ -200,7 +199,6 @@ def frame_gmacs(model, variables, size: int) -> float:
       return net.animate(source, kp_source, kp_driving, net.background(source, driving))
     return nn.apply(run, model.net)(v)["prediction"]
 
-  del animation
   cost = jax.jit(frame).lower(variables, image, image, kp).cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   return float(cost["flops"]) / 2e9

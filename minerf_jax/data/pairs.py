@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 
-import jax
 import ml_collections
 import numpy as np
 
@@ -160,11 +159,8 @@ class PairData:
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
     self.config = config
     dc = config.data
-    self.process_index = jax.process_index() if process_index is None else process_index
-    self.process_count = jax.process_count() if process_count is None else process_count
-    if dc.batch_size % self.process_count:
-      raise ValueError(f"config.data.batch_size={dc.batch_size} must be divisible by the number "
-                       f"of processes ({self.process_count})")
+    self.process_index, self.process_count = pipeline.this_process(
+        process_index, process_count, dc.batch_size, "data.batch_size")
     self.global_batch_size = int(dc.batch_size)
     self.builder = pipeline.dataset_builder(dc)
     split = tfds.split_for_jax_process("train", process_index=self.process_index,

@@ -326,6 +326,18 @@ class StepBatches:
     return next(self._iterator)
 
 
+def this_process(process_index: int | None, process_count: int | None, units: int,
+                 field: str) -> tuple[int, int]:
+  """(process index, process count), defaulting to JAX's; ``units`` per global batch (config
+  ``field``) must split evenly over the processes."""
+  index = jax.process_index() if process_index is None else process_index
+  count = jax.process_count() if process_count is None else process_count
+  if units % count:
+    raise ValueError(f"config.{field}={units} must be divisible by the number of processes "
+                     f"({count})")
+  return index, count
+
+
 class RayData:
   """Ray batches for NeRF models (see module docstring)."""
 
@@ -333,11 +345,8 @@ class RayData:
                process_count: int | None = None):
     self.config = config
     dc = config.data
-    self.process_index = jax.process_index() if process_index is None else process_index
-    self.process_count = jax.process_count() if process_count is None else process_count
-    if dc.frames_per_batch % self.process_count:
-      raise ValueError(f"config.data.frames_per_batch={dc.frames_per_batch} must be divisible by "
-                       f"the number of processes ({self.process_count})")
+    self.process_index, self.process_count = this_process(
+        process_index, process_count, dc.frames_per_batch, "data.frames_per_batch")
     self.global_batch_size = int(dc.frames_per_batch * dc.rays_per_frame)
     self.builder = dataset_builder(dc, num_identities=effective_num_identities(config))
     self.metadata = dict(self.builder.info.metadata or {})

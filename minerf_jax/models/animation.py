@@ -49,6 +49,7 @@ import numpy as np
 
 from minerf_jax import losses
 from minerf_jax import metrics
+from minerf_jax.data import pipeline
 from minerf_jax.motion import correlation
 from minerf_jax.motion import dense_motion
 from minerf_jax.motion import generator as generator_lib
@@ -199,7 +200,7 @@ class AnimationModel:
     if len(lc.perceptual) != len(self.features.taps):
       raise ValueError(f"config.loss.perceptual has {len(lc.perceptual)} weights for "
                        f"{len(self.features.taps)} feature layers")
-    size = int(config.data.image_size) or int(config.data.resolution)
+    size = pipeline.image_size(config)
     coarsest = size * min(lc.perceptual_scales)
     if lc.perceptual_weight > 0 and coarsest < 16:
       raise ValueError(f"config.loss.perceptual_scales={tuple(lc.perceptual_scales)} takes "
@@ -326,8 +327,8 @@ class AnimationModel:
     called with the number of frames done after each chunk."""
     driving = np.asarray(driving, np.float32)
     t = len(driving)
-    src = np.asarray(source, np.float32)[None]
-    kp_s = np.asarray(self._keypoints(params, batch_stats, src))
+    src = np.repeat(np.asarray(source, np.float32)[None], chunk, 0)
+    kp_s = np.asarray(self._keypoints(params, batch_stats, src))   # the same row, chunk times
     out = []
     kp_initial = None
     for start in range(0, t, chunk):
@@ -336,12 +337,10 @@ class AnimationModel:
       piece = _pad_to(piece, chunk)
       kp_d = np.asarray(self._keypoints(params, batch_stats, piece))
       if kp_initial is None:
-        kp_initial = kp_d[:1]
+        kp_initial = np.repeat(kp_d[:1], chunk, 0)
       if relative:
-        kp_d = np.asarray(transfer.relative_keypoints(
-            np.repeat(kp_s, chunk, 0), kp_d, np.repeat(kp_initial, chunk, 0)))
-      pred = self._predict(params, batch_stats, np.repeat(src, chunk, 0), np.repeat(kp_s, chunk, 0),
-                           kp_d, piece, relative=relative)
+        kp_d = np.asarray(transfer.relative_keypoints(kp_s, kp_d, kp_initial))
+      pred = self._predict(params, batch_stats, src, kp_s, kp_d, piece, relative=relative)
       out.append(np.asarray(pred)[:n])
       if progress is not None:
         progress(start + n)
@@ -391,20 +390,21 @@ class AnimationModel:
                         batch_stats)["prediction"][:n]
 
 
+def _per_frame(fn, pred: np.ndarray, target: np.ndarray, chunk: int) -> np.ndarray:
+  """``fn(pred, target) -> [chunk]`` over fixed-size (padded) chunks: one compiled shape."""
+  out = [np.asarray(fn(_pad_to(pred[i:i + chunk], chunk), _pad_to(target[i:i + chunk], chunk)))[
+      :len(pred[i:i + chunk])] for i in range(0, len(pred), chunk)]
+  return np.concatenate(out)
+
+
 def image_metrics(pred: np.ndarray, target: np.ndarray, chunk: int = 16,
                   lpips: bool = True) -> dict[str, float]:
   """Reconstruction metrics over frames ``[N, S, S, 3]`` in [0, 1]: L1 (mean absolute error),
   PSNR (of the pooled MSE), SSIM and LPIPS (AlexNet; means over frames)."""
   out = {"recon/l1": float(np.mean(np.abs(pred - target))),
          "recon/psnr": float(metrics.mse_to_psnr(np.mean((pred - target) ** 2)))}
-  ssim = jax.jit(jax.vmap(metrics.ssim))
-  out["recon/ssim"] = float(np.mean(np.concatenate([
-      np.asarray(ssim(_pad_to(pred[i:i + chunk], chunk), _pad_to(target[i:i + chunk], chunk)))[
-          :len(pred[i:i + chunk])] for i in range(0, len(pred), chunk)])))
+  out["recon/ssim"] = float(np.mean(_per_frame(jax.jit(jax.vmap(metrics.ssim)), pred, target,
+                                               chunk)))
   if lpips:
-    out["recon/lpips"] = float(np.mean(np.concatenate([
-        np.asarray(losses.lpips_per_image(_pad_to(pred[i:i + chunk], chunk),
-                                          _pad_to(target[i:i + chunk], chunk)))[
-            :len(pred[i:i + chunk])] for i in range(0, len(pred), chunk)])))
+    out["recon/lpips"] = float(np.mean(_per_frame(losses.lpips_per_image, pred, target, chunk)))
   return out
-

@@ -43,26 +43,35 @@ def build(config: dict = VOX256) -> dict:
   }
 
 
+def _abstract_inputs(config: dict):
+  """Abstract ``(image, keypoints, background affine)`` of batch 1 for ``config``."""
+  s, c, k = config["image_size"], config["num_channels"], config["num_tps"]
+  return (jax.ShapeDtypeStruct((1, s, s, c), jnp.float32),
+          jax.ShapeDtypeStruct((1, k * 5, 2), jnp.float32),
+          jax.ShapeDtypeStruct((1, 3, 3), jnp.float32))
+
+
+def _motion_shapes(dense_motion_net, image, kp, bg):
+  """The dense motion network's output shapes (what the generator consumes)."""
+  return jax.eval_shape(lambda img, a, b, m: dense_motion_net.init_with_output(
+      jax.random.key(0), img, a, b, m)[0], image, kp, kp, bg)
+
+
 def full_size_parameter_counts(config: dict = VOX256) -> dict[str, int]:
   """``{module: parameter count, ..., 'total': ...}`` via ``jax.eval_shape`` (no allocation)."""
   modules = build(config)
-  s, c, k = config["image_size"], config["num_channels"], config["num_tps"]
-  image = jax.ShapeDtypeStruct((1, s, s, c), jnp.float32)
-  kp = jax.ShapeDtypeStruct((1, k * 5, 2), jnp.float32)
-  bg = jax.ShapeDtypeStruct((1, 3, 3), jnp.float32)
+  image, kp, bg = _abstract_inputs(config)
   rng = jax.random.key(0)
 
   def shapes(module, *args):
     return jax.eval_shape(lambda *a: module.init(rng, *a), *args)["params"]
 
   dm = modules["dense_motion"]
-  motion_shapes = jax.eval_shape(
-      lambda img, a, b, m: dm.init_with_output(rng, img, a, b, m)[0], image, kp, kp, bg)
   counts = {
       "keypoint_detector": count(shapes(modules["keypoint_detector"], image)),
       "bg_predictor": count(shapes(modules["bg_predictor"], image, image)),
       "dense_motion": count(shapes(dm, image, kp, kp, bg)),
-      "generator": count(shapes(modules["generator"], image, motion_shapes)),
+      "generator": count(shapes(modules["generator"], image, _motion_shapes(dm, image, kp, bg))),
   }
   counts["total"] = sum(counts.values())
   return counts
@@ -78,15 +87,11 @@ MRFA_REFERENCE_TOTAL = 114.3e6
 def _tpsmm_shapes(config: dict):
   """Abstract inputs and the generator / dense-motion output shapes of ``config``."""
   modules = build(config)
-  s, c, k = config["image_size"], config["num_channels"], config["num_tps"]
-  image = jax.ShapeDtypeStruct((1, s, s, c), jnp.float32)
-  kp = jax.ShapeDtypeStruct((1, k * 5, 2), jnp.float32)
-  bg = jax.ShapeDtypeStruct((1, 3, 3), jnp.float32)
-  rng = jax.random.key(0)
-  dm, gen = modules["dense_motion"], modules["generator"]
-  motion = jax.eval_shape(
-      lambda img, a, b, m: dm.init_with_output(rng, img, a, b, m)[0], image, kp, kp, bg)
-  gen_out = jax.eval_shape(lambda img, m: gen.init_with_output(rng, img, m)[0], image, motion)
+  image, kp, bg = _abstract_inputs(config)
+  gen = modules["generator"]
+  motion = _motion_shapes(modules["dense_motion"], image, kp, bg)
+  gen_out = jax.eval_shape(lambda img, m: gen.init_with_output(jax.random.key(0), img, m)[0],
+                           image, motion)
   return image, kp, motion, gen_out
 
 
