@@ -41,6 +41,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       name="minerf",
       fusion="hadamard",          # hadamard (MI-NeRF) | concat | additive | film
       first_order=False,          # M(w,e) = (U_w w)*(U_e e) [+ V_w w + V_e e]
+      augment_expression=True,    # hadamard: (U_w w)*(U_e [e, 1]), an identity-only path
+      identity_init=1.0,          # std of the identity codes at init
+      condition_share=0.25,       # condition's share of the first pre-activation's variance
+                                  # at init (calibrated; 0 keeps the raw lecun-normal scale)
       identity_dim=32,
       fusion_features=64,
       latent_dim=16,              # per-frame latent that bypasses M

@@ -1,19 +1,19 @@
 r"""Benchmarks: print figures and write JSON. Never part of the test suite.
 
-  python -m launch.benchmark --suite=minerf_time_to_psnr [--target_psnr=24 --max_steps=4000]
+  python -m launch.benchmark --suite=minerf_scaling --num_identities=1,2,4,8 --seeds=3 \
+      --plot=runs/bench/scaling.png --out=runs/bench/scaling.json
+  python -m launch.benchmark --suite=minerf_fusion --seeds=3
+  python -m launch.benchmark --suite=minerf_personalise
   python -m launch.benchmark --suite=minerf_throughput
   python -m launch.benchmark --suite=motion_params
 
-minerf_time_to_psnr
-  1. One multi-identity MI-NeRF on all N identities vs N single-identity MI-NeRFs (same
-     architecture, batch and schedule), each trained until its held-out --metric (on the
-     identities it trains on; default: PSNR over head pixels, since the data-initialised static
-     background makes full-frame PSNR high from the start) reaches --target_psnr, evaluated every
-     --eval_every steps. Prints
-     ``time_ratio=<multi/sum_single>`` where times are training wall-clock seconds (evaluation and
-     the one-off XLA compile excluded; the compile times are printed separately).
-  2. The fusion ablation: hadamard vs concat vs additive (and film) trained for the same
-     --ablation_steps; held-out and expression-transfer PSNR.
+minerf_scaling, minerf_fusion, minerf_personalise
+  MI-NeRF's claims (one multi-identity model vs one model per person; the multiplicative module
+  vs the ablations; personalisation from few frames), measured with the protocol of
+  ``launch/minerf_claims.py``: demo-sized models (``--variant``), one schedule horizon
+  (``--steps``) for every run, held-out head PSNR every ``--eval_every`` steps, training
+  seconds with the device sync inside the timed window. ``--config_overrides`` (a JSON dict of
+  dotted config fields) applies to every run of a suite.
 minerf_throughput
   Train and render rays/s of the base config on this machine's devices.
 motion_params
@@ -33,142 +33,85 @@ import time
 from absl import app
 from absl import flags
 import jax
-import ml_collections
 import numpy as np
 
-from configs import minerf as minerf_config
+from launch import minerf_claims
 from minerf_jax import models
 from minerf_jax.data import pipeline
 from minerf_jax.train import loop
 from minerf_jax.train import parallel
 from minerf_jax.train import state as state_lib
 
-_SUITE = flags.DEFINE_enum("suite", "minerf_time_to_psnr",
-                           ["minerf_time_to_psnr", "minerf_throughput", "motion_params",
-                            "motion_step_time"],
+_SUITE = flags.DEFINE_enum("suite", "minerf_scaling",
+                           ["minerf_scaling", "minerf_fusion", "minerf_personalise",
+                            "minerf_throughput", "motion_params", "motion_step_time"],
                            "Benchmark suite.")
 _VARIANT = flags.DEFINE_string("variant", "demo", "configs/minerf.py variant to benchmark.")
-_TARGET = flags.DEFINE_float("target_psnr", 22.0, "Held-out PSNR target (dB) for --metric.")
-_METRIC = flags.DEFINE_enum("metric", "heldout/face_psnr", ["heldout/face_psnr", "heldout/psnr"],
-                            "Time-to-PSNR metric: head pixels only (default) or the full frame.")
-_MAX_STEPS = flags.DEFINE_integer("max_steps", 4000, "Step budget per model (time-to-PSNR).")
-_EVAL_EVERY = flags.DEFINE_integer("eval_every", 250, "Steps between held-out evaluations.")
-_ABLATION_STEPS = flags.DEFINE_integer("ablation_steps", 2000, "Steps per fusion variant.")
-_FUSIONS = flags.DEFINE_list("fusions", ["hadamard", "concat", "additive", "film"], "Ablation.")
+_NUM_IDS = flags.DEFINE_list("num_identities", ["1", "2", "4", "8"], "minerf_scaling: N values.")
+_SEEDS = flags.DEFINE_integer("seeds", 3, "Seeds per measurement (minerf_scaling, _fusion).")
+_STEPS_H = flags.DEFINE_integer("horizon", 0, "Schedule horizon in steps of every run of a "
+                                "minerf_* suite (0: the suite's default).")
+_EVAL_EVERY = flags.DEFINE_integer("eval_every", 10, "Steps between held-out head-PSNR probes.")
+_TARGETS = flags.DEFINE_list("targets", ["0.90", "0.95", "0.98"],
+                             "minerf_scaling: targets as fractions (in dB) of each single "
+                             "model's converged head PSNR.")
+_WIDE = flags.DEFINE_integer("wide_width", 96, "minerf_scaling: width of the wider multi model "
+                             "(0: none).")
+_FUSIONS = flags.DEFINE_list("fusions", list(minerf_claims.FUSION_VARIANTS),
+                             "minerf_fusion: variants.")
+_FRAMES = flags.DEFINE_list("frame_counts", ["1", "5", "20", "0"],
+                            "minerf_personalise: frames of the new identity (0: all).")
+_BASE_STEPS = flags.DEFINE_integer("base_steps", 600, "minerf_personalise: base model steps.")
+_OVERRIDES = flags.DEFINE_string("config_overrides", "{}", "minerf_*: JSON dict of dotted "
+                                 "config overrides applied to every run.")
+_PLOT = flags.DEFINE_string("plot", None, "minerf_scaling: write the PSNR-vs-seconds PNG here.")
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps per model (motion_step_time).")
 _OUT = flags.DEFINE_string("out", None, "Write the figures as JSON here.")
 
 
-class Trainer:
-  """The train loop's parts (optimizer, parallel step) without checkpoints, for timing."""
-
-  def __init__(self, config: ml_collections.ConfigDict):
-    self.config = config
-    self.model = models.build(config)
-    self.data = pipeline.build(config)
-    self.mesh = parallel.make_mesh()
-    schedule = loop.learning_rate_schedule(config.optimizer, int(config.total_steps))
-    self.tx = loop.make_optimizer(config, self.model.trainable, schedule)
-    params, rng = loop.initial_params(config, self.model, self.data)
-    self.step_fn = parallel.make_train_step(self.model, self.tx, config.parallel.strategy,
-                                            self.mesh)
-    self.state = self.step_fn.put_state(state_lib.TrainState.create(params, self.tx, rng))
-    self.step = 0
-    self.train_seconds = 0.0
-    self.compile_seconds = 0.0
-
-  def train(self, steps: int) -> None:
-    for _ in range(steps):
-      batch = self.data.train_batch(self.step)
-      t0 = time.perf_counter()
-      self.state, metrics = self.step_fn(self.state, self.step_fn.put_batch(batch))
-      if self.step == 0:
-        jax.block_until_ready(metrics)
-        self.compile_seconds = time.perf_counter() - t0
-        t0 = time.perf_counter()
-      self.step += 1
-      self.train_seconds += time.perf_counter() - t0
-    jax.block_until_ready(self.state)
-
-  def evaluate(self, names=("heldout",)) -> dict[str, float]:
-    params = self.step_fn.get_state(self.state).params
-    return self.model.evaluate(params, {k: self.data.eval_data[k] for k in names
-                                        if k in self.data.eval_data})
+def _overrides() -> dict:
+  try:
+    value = json.loads(_OVERRIDES.value)
+  except json.JSONDecodeError as e:
+    raise app.UsageError(f"--config_overrides is not JSON ({e}): pass e.g. "
+                         "'{\"model.width\": 64}'") from None
+  if not isinstance(value, dict):
+    raise app.UsageError("--config_overrides must be a JSON object of dotted config fields")
+  return value
 
 
-def _config(**overrides) -> ml_collections.ConfigDict:
-  config = minerf_config.get_config(_VARIANT.value)
-  config.update_from_flattened_dict(overrides)
-  return config
+def _horizon(default: int) -> int:
+  return _STEPS_H.value or default
 
 
-def time_to_psnr(config, target: float, max_steps: int, eval_every: int) -> dict:
-  trainer = Trainer(config)
-  history = []
-  while trainer.step < max_steps:
-    trainer.train(eval_every)
-    psnr = trainer.evaluate()[_METRIC.value]
-    history.append((trainer.step, round(trainer.train_seconds, 2), round(psnr, 3)))
-    print(f"  step {trainer.step:5d}  train {trainer.train_seconds:7.1f}s  "
-          f"{_METRIC.value} {psnr:.2f} dB", flush=True)
-    if psnr >= target:
-      break
-  reached = history[-1][2] >= target
-  return {"reached": reached, "steps": trainer.step, "seconds": trainer.train_seconds,
-          "compile_seconds": trainer.compile_seconds, "history": history}
+def suite_scaling() -> dict:
+  return minerf_claims.suite_scaling(
+      _VARIANT.value, tuple(int(n) for n in _NUM_IDS.value), _SEEDS.value, _horizon(300),
+      _EVAL_EVERY.value, tuple(float(t) for t in _TARGETS.value), _WIDE.value,
+      overrides=_overrides(), plot=_PLOT.value)
 
 
-def suite_time_to_psnr() -> dict:
-  target, max_steps, every = _TARGET.value, _MAX_STEPS.value, _EVAL_EVERY.value
-  base = _config(total_steps=max_steps)
-  n = int(base.data.num_identities)
-  print(f"== multi-identity MI-NeRF on {n} identities, target {_METRIC.value} >= {target} dB",
-        flush=True)
-  multi = time_to_psnr(base, target, max_steps, every)
-  singles = []
-  for i in range(n):
-    print(f"== single-identity MI-NeRF, identity {i}", flush=True)
-    singles.append(time_to_psnr(_config(total_steps=max_steps, **{"data.identities": (i,)}),
-                                target, max_steps, every))
-  sum_single = sum(s["seconds"] for s in singles)
-  all_reached = multi["reached"] and all(s["reached"] for s in singles)
-  ratio = multi["seconds"] / sum_single
-  print(f"multi: {multi['seconds']:.1f}s ({multi['steps']} steps, reached={multi['reached']}); "
-        f"singles: {', '.join('%.1fs/%d' % (s['seconds'], s['steps']) for s in singles)} "
-        f"(sum {sum_single:.1f}s); compile excluded")
-  print(f"time_ratio={ratio:.3f}" + ("" if all_reached else
-                                     "  (a model did not reach the target: lower bound)"))
-  print(f"== fusion ablation: {_ABLATION_STEPS.value} steps each", flush=True)
-  ablation = {}
-  for kind in _FUSIONS.value:
-    trainer = Trainer(_config(total_steps=_ABLATION_STEPS.value, **{"model.fusion": kind}))
-    trainer.train(_ABLATION_STEPS.value)
-    res = trainer.evaluate(("heldout", "transfer"))
-    ablation[kind] = {"heldout_psnr": res["heldout/psnr"], "heldout_ssim": res["heldout/ssim"],
-                      "heldout_face_psnr": res["heldout/face_psnr"],
-                      "transfer_face_psnr": res.get("transfer/face_psnr", float("nan")),
-                      "transfer_psnr": res.get("transfer/psnr", float("nan")),
-                      "train_seconds": trainer.train_seconds}
-    print(f"fusion={kind:9s} heldout_psnr={res['heldout/psnr']:.2f} "
-          f"heldout_face_psnr={res['heldout/face_psnr']:.2f} "
-          f"transfer_face_psnr={res.get('transfer/face_psnr', float('nan')):.2f} "
-          f"transfer_psnr={res.get('transfer/psnr', float('nan')):.2f} "
-          f"ssim={res['heldout/ssim']:.3f} ({trainer.train_seconds:.0f}s)", flush=True)
-  return {"target_psnr": target, "multi": multi, "singles": singles, "time_ratio": ratio,
-          "all_reached": all_reached, "fusion_ablation": ablation,
-          "devices": [str(d) for d in jax.devices()]}
+def suite_fusion() -> dict:
+  return minerf_claims.suite_fusion(_VARIANT.value, tuple(_FUSIONS.value), _SEEDS.value,
+                                    _horizon(400), overrides=_overrides())
+
+
+def suite_personalise() -> dict:
+  return minerf_claims.suite_personalise(
+      _VARIANT.value, _BASE_STEPS.value, _horizon(200), tuple(int(f) for f in _FRAMES.value),
+      eval_every=_EVAL_EVERY.value, overrides=_overrides())
 
 
 def suite_throughput() -> dict:
-  config = _config()
-  trainer = Trainer(config)
+  config = minerf_claims.minerf_config(_VARIANT.value, **_overrides())
+  trainer = minerf_claims.Trainer(config)
   trainer.train(3)
   steps = 20
   before = trainer.train_seconds
   trainer.train(steps)
   train_rays = steps * trainer.data.global_batch_size / (trainer.train_seconds - before)
   frames = trainer.data.eval_data["heldout"]
-  params = trainer.step_fn.get_state(trainer.state).params
+  params = trainer.params
   trainer.model.render_frames(params, frames.take(np.arange(1)))  # compile
   t0 = time.perf_counter()
   trainer.model.render_frames(params, frames)
@@ -267,7 +210,9 @@ def suite_motion_step_time() -> dict:
 
 def main(argv):
   del argv
-  results = {"minerf_time_to_psnr": suite_time_to_psnr,
+  results = {"minerf_scaling": suite_scaling,
+             "minerf_fusion": suite_fusion,
+             "minerf_personalise": suite_personalise,
              "minerf_throughput": suite_throughput,
              "motion_params": suite_motion_params,
              "motion_step_time": suite_motion_step_time}[_SUITE.value]()

@@ -5,6 +5,8 @@ batch axes); for per-image values, ``jax.vmap`` over the batch axis. ``psnr`` of
 PSNR of its pooled MSE (the convention of the NeRF literature's "PSNR over the test set" varies:
 averaging per-image PSNR weights well-reconstructed images more; vmap and average for that).
 
+``colour_leakage`` measures identity leakage in expression transfer (see its docstring).
+
 SSIM follows Wang et al. (2004), "Image quality assessment: from error visibility to structural
 similarity", with the reference settings: an 11-tap Gaussian window of sigma 1.5 (normalised
 to sum 1), K1 = 0.01, K2 = 0.03, C_i = (K_i L)^2 with L = ``max_val``, local statistics with
@@ -87,3 +89,26 @@ def ssim(pred: jax.Array, target: jax.Array, max_val: float = 1.0, filter_size: 
          filter_sigma: float = 1.5, k1: float = 0.01, k2: float = 0.03) -> jax.Array:
   """Mean SSIM over pixels, channels and any leading batch axes (see the module docstring)."""
   return jnp.mean(ssim_map(pred, target, max_val, filter_size, filter_sigma, k1, k2))
+
+
+def masked_mean_colour(images: jax.Array, masks: jax.Array) -> jax.Array:
+  """Mean colour [..., C] of images [..., H, W, C] over the pixels where masks [..., H, W] > 0.5
+  (NaN where a mask is empty)."""
+  m = (jnp.asarray(masks) > 0.5).astype(jnp.float32)[..., None]
+  return jnp.sum(jnp.asarray(images) * m, axis=(-3, -2)) / jnp.sum(m, axis=(-3, -2))
+
+
+def colour_leakage(pred: jax.Array, truth: jax.Array, truth_mask: jax.Array,
+                   driver: jax.Array, driver_mask: jax.Array) -> jax.Array:
+  """Per-frame identity leakage of an expression transfer, [...] for images [..., H, W, 3].
+
+  ``|c(pred) - c(truth)| / |c(driver) - c(truth)|`` where ``c`` is the mean head colour (over
+  ``truth_mask`` for the render and identity A's truth, over ``driver_mask`` for the driver B
+  rendered with the same expression and pose) and ``|.|`` the Euclidean norm in RGB: 0 when the
+  render has A's colours, 1 when it has taken on the driver's look (it can exceed 1).
+  """
+  _check_shapes(pred, truth)
+  _check_shapes(truth, driver)
+  a = masked_mean_colour(truth, truth_mask)
+  gap = jnp.linalg.norm(masked_mean_colour(driver, driver_mask) - a, axis=-1)
+  return jnp.linalg.norm(masked_mean_colour(pred, truth_mask) - a, axis=-1) / gap

@@ -61,6 +61,10 @@ class FrameSet:
   frame: np.ndarray        # [N] int32
   expression: np.ndarray   # [N,E] float32
   mask: np.ndarray         # [N,H,W] float32: 1 on the head (the dataset's 'face' mask channel)
+  # Expression transfer on synthetic data only: the driver B rendered with the same expression
+  # and pose (the look that identity leakage would pull the render towards), and its head mask.
+  driver_rgb: np.ndarray | None = None   # [N,H,W,3]
+  driver_mask: np.ndarray | None = None  # [N,H,W]
 
   def __len__(self) -> int:
     return int(self.rgb.shape[0])
@@ -70,7 +74,9 @@ class FrameSet:
     return int(self.rgb.shape[1]), int(self.rgb.shape[2])
 
   def take(self, index) -> "FrameSet":
-    return FrameSet(**{f.name: getattr(self, f.name)[index] for f in dataclasses.fields(self)})
+    def pick(value):
+      return None if value is None else value[index]
+    return FrameSet(**{f.name: pick(getattr(self, f.name)) for f in dataclasses.fields(self)})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -410,7 +416,8 @@ def synthetic_ground_truth_sets(config, builder, heldout: FrameSet) -> dict[str,
 
   transfer: every held-out frame of identity A re-rendered with the expression of another
   identity B (round-robin over the other identities) at one of B's held-out times, keeping A's
-  pose. novel_view: each identity at ``config.eval.novel_view_yaws`` (degrees, may lie beyond
+  pose; ``driver_rgb`` / ``driver_mask`` hold B rendered with the same expression and pose (the
+  reference of the identity-leakage metric, ``metrics.colour_leakage``). novel_view: each identity at ``config.eval.novel_view_yaws`` (degrees, may lie beyond
   the training range) with a frontal, centred head.
   """
   from minerf_jax.data import synthetic
@@ -421,17 +428,21 @@ def synthetic_ground_truth_sets(config, builder, heldout: FrameSet) -> dict[str,
   sets = {}
   if len(sources) > 1:
     pool = load_frames(builder, "test", sources)
-    exprs = []
+    exprs, drivers = [], []
     for n in range(len(heldout)):
       others = [b for b in sources if b != int(heldout.identity[n])]
-      b_idx = np.flatnonzero(pool.identity == others[n % len(others)])
+      drivers.append(others[n % len(others)])
+      b_idx = np.flatnonzero(pool.identity == drivers[-1])
       exprs.append(pool.expression[b_idx[(3 * n) % len(b_idx)]])
     exprs = np.stack(exprs).astype(np.float32)
-    gt = [sth.ground_truth(meta, int(heldout.identity[n]), exprs[n], heldout.rotation[n],
-                           heldout.translation[n]) for n in range(len(heldout))]
+    truth = lambda who, n: sth.ground_truth(meta, who, exprs[n], heldout.rotation[n],
+                                            heldout.translation[n])
+    gt = [truth(int(heldout.identity[n]), n) for n in range(len(heldout))]
+    gt_b = [truth(drivers[n], n) for n in range(len(heldout))]
+    stack = lambda renders, key: np.stack([g[key] for g in renders]).astype(np.float32)
     sets["transfer"] = dataclasses.replace(
-        heldout, rgb=np.stack([g["rgb"] for g in gt]).astype(np.float32), expression=exprs,
-        mask=np.stack([g["masks"][..., 0] for g in gt]).astype(np.float32))
+        heldout, rgb=stack(gt, "rgb"), expression=exprs, mask=stack(gt, "masks")[..., 0],
+        driver_rgb=stack(gt_b, "rgb"), driver_mask=stack(gt_b, "masks")[..., 0])
   views = []
   for a in ids:
     i = int(np.flatnonzero(heldout.identity == a)[0])

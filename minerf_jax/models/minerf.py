@@ -77,6 +77,8 @@ class MINeRFNet(nn.Module):
   fusion: str
   fusion_features: int
   first_order: bool
+  augment_expression: bool
+  identity_init: float
   encoding: nn.Module
   depth: int
   width: int
@@ -91,12 +93,13 @@ class MINeRFNet(nn.Module):
 
   def setup(self):
     self.identity_codes = nn.Embed(self.num_identities, self.identity_dim,
-                                   embedding_init=nn.initializers.normal(0.1))
+                                   embedding_init=nn.initializers.normal(self.identity_init))
     if self.latent_dim:
       self.frame_latents = nn.Embed(max(self.num_frames, 1), self.latent_dim,
                                     embedding_init=nn.initializers.zeros)
     self.fuse = fusion_lib.Fusion(kind=self.fusion, features=self.fusion_features,
-                                  first_order=self.first_order)
+                                  first_order=self.first_order,
+                                  augment_expression=self.augment_expression)
     self.field = field_lib.ConditionedField(
         encoding=self.encoding, depth=self.depth, width=self.width, skips=self.skips,
         dir_deg=self.dir_deg, view_dependent=self.view_dependent)
@@ -151,6 +154,8 @@ def net_from_config(config: ml_collections.ConfigDict) -> MINeRFNet:
       fusion=mc.fusion,
       fusion_features=mc.fusion_features,
       first_order=mc.first_order,
+      augment_expression=bool(mc.get("augment_expression", False)),
+      identity_init=float(mc.get("identity_init", 0.1)),
       encoding=encoding_lib.build_encoding(mc.encoding),
       depth=mc.depth,
       width=mc.width,
@@ -177,8 +182,22 @@ class MINeRF:
     return self.net.apply({"params": params}, batch, rng, randomized)
 
   def init(self, rng: jax.Array, batch: dict) -> Any:
-    batch = {k: jnp.asarray(v)[:8] for k, v in batch.items()}
-    return self.net.init(rng, batch, None, False)["params"]
+    """Fresh parameters; with ``model.condition_share`` > 0 the field's condition projections
+    are rescaled so that the condition's share of the first pre-activation on ``batch`` is that
+    fraction (see ``calibrate_condition``). The share before and after is printed."""
+    small = {k: jnp.asarray(v)[:8] for k, v in batch.items()}
+    params = self.net.init(rng, small, None, False)["params"]
+    target = float(self.config.model.get("condition_share", 0.0))
+    before = condition_share(self.net, params, batch)
+    if target > 0 and np.isfinite(before):
+      params = calibrate_condition(self.net, params, batch, target)
+      print(f"minerf init: condition share of the first pre-activation {before:.4f} -> "
+            f"{condition_share(self.net, params, batch):.4f} "
+            f"(model.condition_share={target})", flush=True)
+    else:
+      print(f"minerf init: condition share of the first pre-activation {before:.4f} "
+            "(not calibrated: model.condition_share=0)", flush=True)
+    return params
 
   def loss(self, params, batch, rng, step):
     del step
@@ -221,7 +240,9 @@ class MINeRF:
 
   def evaluate(self, params, eval_data: dict[str, pipeline.FrameSet]) -> dict[str, float]:
     """PSNR, head-region PSNR and SSIM per named FrameSet (and per identity for held-out
-    frames). PSNR is that of the mean squared error over all frames of a set."""
+    frames); for sets with the driver's truth (expression transfer) the mean identity leakage
+    (``metrics.colour_leakage``). PSNR is that of the mean squared error over all frames of a
+    set."""
     results = {}
     for name, frames in eval_data.items():
       pred = self.render_frames(params, frames)["rgb"]
@@ -232,6 +253,9 @@ class MINeRF:
       head = frames.mask > 0.5
       results[f"{name}/face_psnr"] = float(
           metrics.mse_to_psnr(np.mean((pred - frames.rgb)[head] ** 2)))
+      if frames.driver_rgb is not None:  # expression transfer with the driver's truth
+        results[f"{name}/leakage"] = float(np.mean(metrics.colour_leakage(
+            pred, frames.rgb, frames.mask, frames.driver_rgb, frames.driver_mask)))
       if name == "heldout":
         for identity in sorted(set(frames.identity.tolist())):
           sel = frames.identity == identity
@@ -290,6 +314,48 @@ class MINeRF:
         raise ValueError(f"init_from parameter {'/'.join(path)!r} has shape {old.shape} but "
                          f"this config builds {tuple(new.shape)}")
     return _unflatten(merged)
+
+
+def first_layer_stds(net: MINeRFNet, params, batch: dict) -> tuple[float, float]:
+  """Standard deviations of the positional and the condition part of the field's first
+  pre-activation (``Dense(enc(x))`` and ``Dense_c(cond)``) over the rays of ``batch``
+  (deterministic samples); the condition part is NaN-free 0 when the field is unconditioned."""
+  batch = {k: jnp.asarray(v) for k, v in batch.items()}
+  _, state = net.apply({"params": params}, batch, None, False, mutable=["diagnostics"])
+  diag = state["diagnostics"]["field"]
+  position = float(diag["position_std"][0])
+  condition = float(diag["condition_std"][0]) if "condition_std" in diag else 0.0
+  return position, condition
+
+
+def condition_share(net: MINeRFNet, params, batch: dict) -> float:
+  """Fraction of the first pre-activation's variance that comes from the condition:
+  ``var_c / (var_c + var_x)`` (0: the condition is invisible at init, 0.5: as loud as the
+  position)."""
+  position, condition = first_layer_stds(net, params, batch)
+  return condition ** 2 / (condition ** 2 + position ** 2)
+
+
+def calibrate_condition(net: MINeRFNet, params, batch: dict, share: float):
+  """Rescales every ``field/cond_i`` kernel (the condition's projections into the trunk) by
+  one factor so that ``condition_share`` on ``batch`` equals ``share`` (0 < share < 1).
+
+  Ours (the paper gives no init): a data-dependent init in the spirit of LSUV. It treats every
+  fusion kind alike (the product of two lecun-normal projections of small codes starts two
+  orders of magnitude quieter than concatenation), so ablations compare the functional forms,
+  not their accidental init scales.
+  """
+  if not 0.0 < share < 1.0:
+    raise ValueError(f"config.model.condition_share={share} must lie in (0, 1) (0 disables)")
+  position, condition = first_layer_stds(net, params, batch)
+  if condition <= 0:
+    return params
+  factor = np.sqrt(share / (1.0 - share)) * position / condition
+  field = dict(params["field"])
+  for name in field:
+    if name.startswith("cond_"):
+      field[name] = {**field[name], "kernel": field[name]["kernel"] * factor}
+  return {**params, "field": field}
 
 
 def _flatten(tree, prefix=()):

@@ -14,6 +14,11 @@ once per ray, ``[R, width]``, and broadcast-added over the S samples. Mathematic
 usual ``Dense([per-sample input, per-ray input])`` split into its two blocks, at 1/S of the cost
 for the per-ray block.
 
+At init the field records (``self.sow`` into the ``'diagnostics'`` collection, a no-op unless it
+is mutable) the standard deviations of the two parts of the first pre-activation, the positional
+``Dense(enc(x))`` and the condition's ``Dense_c(cond)``; ``models/minerf.py`` uses them to set
+the condition's share at init.
+
 Density is ``softplus(raw + density_bias)``: non-negative, smooth, with a non-vanishing gradient
 for negative raw values (a ReLU can die and leave empty space with no gradient), and the
 negative bias starts the field mostly transparent (softplus(-1) ~ 0.31 per unit of ray length),
@@ -75,6 +80,9 @@ class ConditionedField(nn.Module):
       layer = nn.Dense(self.width, name=f"layer_{i}")(inputs)
       if reads_input and has_cond:
         per_ray = nn.Dense(self.width, use_bias=False, name=f"cond_{i}")(cond)  # [..., W]
+        if i == 0:  # init diagnostics (a no-op unless 'diagnostics' is mutable)
+          self.sow("diagnostics", "position_std", jnp.std(layer))
+          self.sow("diagnostics", "condition_std", jnp.std(per_ray))
         layer = layer + per_ray[..., None, :]
       h = nn.relu(layer)
     sigma = nn.softplus(nn.Dense(1, name="sigma")(h)[..., 0] + self.density_bias)
