@@ -230,6 +230,12 @@ def suite_scaling(variant: str = "demo", num_identities: Sequence[int] = (1, 2, 
   overrides = dict(overrides or {})
   n_max = max(num_identities)
   runs: dict[str, list] = {"single": [], "multi": [], "wide": []}
+  sizes = {"model": shared_parameter_count(minerf_config(variant, **overrides))}
+  if wide_width:
+    sizes["wide"] = shared_parameter_count(minerf_config(
+        variant, **overrides, **{"model.width": wide_width}))
+  print("shared parameters (identity, frame and background tables excluded): "
+        + ", ".join(f"{k} {v}" for k, v in sizes.items()), flush=True)
   for seed in range(seeds):
     base = dict(overrides, **{"data.num_identities": n_max, "total_steps": steps,
                               "seed": seed})
@@ -283,6 +289,7 @@ def suite_scaling(variant: str = "demo", num_identities: Sequence[int] = (1, 2, 
   if plot:
     plot_scaling(runs, num_identities, plot)
   return {"table": table, "converged_head_psnr": converged, "steps": steps,
+          "shared_params": sizes,
           "eval_every": eval_every, "seeds": seeds, "wide_width": wide_width,
           "curves": {kind: [{str(k): c.to_json() for k, c in per_seed.items()}
                             for per_seed in runs[kind]] for kind in runs},
@@ -327,10 +334,17 @@ def plot_scaling(runs: dict, num_identities: Sequence[int], path: str) -> None:
 FUSION_VARIANTS = {
     "hadamard": {"model.fusion": "hadamard", "model.first_order": False,
                  "model.augment_expression": False},
+    # The previous default: the pure product with N(0, 0.1) codes and no init calibration.
+    "hadamard_raw_init": {"model.fusion": "hadamard", "model.first_order": False,
+                          "model.augment_expression": False, "model.identity_init": 0.1,
+                          "model.condition_share": 0.0},
     "hadamard_augmented": {"model.fusion": "hadamard", "model.first_order": False,
                            "model.augment_expression": True},
     "hadamard_first_order": {"model.fusion": "hadamard", "model.first_order": True,
                              "model.augment_expression": False},
+    # The default without the per-frame latent (the shortcut that bypasses M).
+    "hadamard_augmented_no_latent": {"model.fusion": "hadamard", "model.first_order": False,
+                                     "model.augment_expression": True, "model.latent_dim": 0},
     "concat": {"model.fusion": "concat", "model.first_order": False,
                "model.augment_expression": False},
     "additive": {"model.fusion": "additive", "model.first_order": False,

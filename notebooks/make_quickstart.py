@@ -50,7 +50,8 @@ config, model, params = runs.restore(WORKDIR)
 data = pipeline.build(config)
 sets = data.eval_data
 results = model.evaluate(params, sets)
-for k in ("heldout/psnr", "heldout/ssim", "transfer/psnr", "novel_view/psnr"):
+for k in ("heldout/psnr", "heldout/ssim", "transfer/psnr", "transfer/face_psnr",
+          "transfer/leakage", "novel_view/psnr"):
   if k in results:
     print(f"{k:18s} {results[k]:.3f}")
 """)

@@ -365,7 +365,9 @@ def test_hadamard_is_the_product_of_projections():
   assert set(p) == {"U_w", "U_e"} and set(p["U_w"]) == {"kernel"}       # bias-free
   expected = (w @ p["U_w"]["kernel"]) * (e @ p["U_e"]["kernel"])
   np.testing.assert_allclose(m.apply({"params": p}, w, e), expected, rtol=1e-5, atol=1e-6)
-  # Bilinear in (w, e): linear in e for a fixed identity, zero for a neutral expression.
+  # Bilinear in (w, e): linear in e for a fixed identity, and zero for a neutral expression
+  # whatever the identity: the pure product has no identity-only path, which is why the default
+  # model augments the expression (tests/test_minerf_claims.py).
   e2 = jax.random.normal(jax.random.key(3), (5, 6))
   apply = lambda ee: m.apply({"params": p}, w, ee)
   np.testing.assert_allclose(apply(2 * e - 3 * e2), 2 * apply(e) - 3 * apply(e2), atol=1e-5)
