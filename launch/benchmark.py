@@ -57,6 +57,7 @@ _TARGETS = flags.DEFINE_list("targets", ["0.90", "0.95", "0.98"],
                              "model's converged head PSNR.")
 _WIDE = flags.DEFINE_integer("wide_width", 96, "minerf_scaling: width of the wider multi model "
                              "(0: none).")
+_WIDE_SEEDS = flags.DEFINE_integer("wide_seeds", 1, "minerf_scaling: seeds of the wider model.")
 _FUSIONS = flags.DEFINE_list("fusions", list(minerf_claims.FUSION_VARIANTS),
                              "minerf_fusion: variants.")
 _FRAMES = flags.DEFINE_list("frame_counts", ["1", "5", "20", "0"],
@@ -88,7 +89,7 @@ def suite_scaling() -> dict:
   return minerf_claims.suite_scaling(
       _VARIANT.value, tuple(int(n) for n in _NUM_IDS.value), _SEEDS.value, _horizon(300),
       _EVAL_EVERY.value, tuple(float(t) for t in _TARGETS.value), _WIDE.value,
-      overrides=_overrides(), plot=_PLOT.value)
+      _WIDE_SEEDS.value, overrides=_overrides(), plot=_PLOT.value)
 
 
 def suite_fusion() -> dict:

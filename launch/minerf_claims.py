@@ -207,6 +207,8 @@ def _fmt(values: Sequence[float], digits: int = 2) -> str:
   if len(finite) < len(values):
     return f"inf ({len(values) - len(finite)}/{len(values)} not reached)"
   m, s = mean_std(values)
+  if len(values) == 1:
+    return f"{m:.{digits}f} (1 seed)"
   return f"{m:.{digits}f} +- {s:.{digits}f}"
 
 
@@ -216,16 +218,17 @@ def _fmt(values: Sequence[float], digits: int = 2) -> str:
 def suite_scaling(variant: str = "demo", num_identities: Sequence[int] = (1, 2, 4, 8),
                   seeds: int = 3, steps: int = 300, eval_every: int = 10,
                   targets: Sequence[float] = (0.90, 0.95, 0.98), wide_width: int = 96,
-                  probe_frames: int = 3, overrides: dict | None = None,
+                  wide_seeds: int = 1, probe_frames: int = 3, overrides: dict | None = None,
                   plot: str | None = None) -> dict:
   """One MI-NeRF on N identities vs N single-identity MI-NeRFs, per N and target.
 
   For each seed: one single-identity model per identity 0..max(N)-1 (shared by every N), then
   for each N the multi-identity model on identities 0..N-1 (the same architecture; N = 1 is the
   single model of identity 0, a check that the ratio is 1) and, for N > 1, a wider one
-  (``model.width=wide_width``). Targets per identity: ``fraction`` x (in dB) that identity's
-  single model's converged head PSNR. ``ratio = seconds(multi reaches every identity's
-  target) / sum(seconds each single reaches its own)``.
+  (``model.width=wide_width``, for the first ``wide_seeds`` seeds). Targets per identity:
+  ``fraction`` x (in dB) that identity's single model's converged head PSNR.
+  ``ratio = seconds(multi reaches every identity's target) / sum(seconds each single reaches
+  its own)``.
   """
   overrides = dict(overrides or {})
   n_max = max(num_identities)
@@ -251,7 +254,7 @@ def suite_scaling(variant: str = "demo", num_identities: Sequence[int] = (1, 2, 
       else:
         _, multis[n] = train_curve(minerf_config(variant, **base, **{"data.identities": ids}),
                                    eval_every, probe_frames, label=f"seed {seed} multi N={n}")
-        if wide_width:
+        if wide_width and seed < wide_seeds:
           _, wides[n] = train_curve(
               minerf_config(variant, **base, **{"data.identities": ids,
                                                 "model.width": wide_width}),

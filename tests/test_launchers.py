@@ -33,12 +33,15 @@ def demo_run(tmp_path_factory):
 def test_demo_last_line_and_outputs(demo_run):
   out, workdir, _ = demo_run
   last = out.strip().splitlines()[-1]
-  m = re.fullmatch(r"DEMO psnr=([\d.]+) ssim=([\d.]+) transfer_psnr=([\d.]+) video=(\S+)", last)
+  m = re.fullmatch(r"DEMO psnr=([\d.]+) ssim=([\d.]+) transfer_psnr=([\d.]+) "
+                   r"transfer_face_psnr=([\d.]+) leakage=([\d.]+) video=(\S+)", last)
   assert m, last
   results = json.load(open(os.path.join(workdir, "eval.json")))
   assert float(m.group(1)) == pytest.approx(results["heldout/psnr"], abs=0.01)
   assert 0.0 <= float(m.group(2)) <= 1.0
-  clip = video.read_video(m.group(4))
+  assert float(m.group(4)) == pytest.approx(results["transfer/face_psnr"], abs=0.01)
+  assert float(m.group(5)) == pytest.approx(results["transfer/leakage"], abs=0.001)
+  clip = video.read_video(m.group(6))
   assert clip.frames.shape[1:] == (16 * 4, 16 * 4 * 3, 3)   # 3 panels, upscaled x4
   assert clip.audio is not None and np.abs(clip.audio).max() > 0.01   # driver's speech muxed
 

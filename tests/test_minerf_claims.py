@@ -59,8 +59,9 @@ def test_augmented_hadamard_is_the_product_with_a_constant_input():
   # At e = 0 what is left is the identity-only term (U_w w) * u_0.
   np.testing.assert_allclose(m.apply({"params": p}, w, jnp.zeros_like(e)), iw * u_e[6],
                              rtol=1e-5, atol=1e-6)
-  with pytest.raises(ValueError, match="hadamard"):
-    fusion.Fusion(kind="concat", augment_expression=True).init(jax.random.key(0), w, e)
+  # Other kinds ignore the flag (the default config sets it; --config.model.fusion=concat works).
+  concat = fusion.Fusion(kind="concat", features=4, augment_expression=True)
+  assert concat.init(jax.random.key(0), w, e)["params"]["W"]["kernel"].shape == (14, 4)
 
 
 @pytest.mark.parametrize("share", [0.1, 0.5])

@@ -14,8 +14,8 @@ once per ray, ``[R, width]``, and broadcast-added over the S samples. Mathematic
 usual ``Dense([per-sample input, per-ray input])`` split into its two blocks, at 1/S of the cost
 for the per-ray block.
 
-At init the field records (``self.sow`` into the ``'diagnostics'`` collection, a no-op unless it
-is mutable) the standard deviations of the two parts of the first pre-activation, the positional
+When the ``'diagnostics'`` collection is mutable (never in ``init`` or training), the field
+records (``self.sow``) the standard deviations of the two parts of the first pre-activation, the positional
 ``Dense(enc(x))`` and the condition's ``Dense_c(cond)``; ``models/minerf.py`` uses them to set
 the condition's share at init.
 
@@ -80,7 +80,7 @@ class ConditionedField(nn.Module):
       layer = nn.Dense(self.width, name=f"layer_{i}")(inputs)
       if reads_input and has_cond:
         per_ray = nn.Dense(self.width, use_bias=False, name=f"cond_{i}")(cond)  # [..., W]
-        if i == 0:  # init diagnostics (a no-op unless 'diagnostics' is mutable)
+        if i == 0 and not self.is_initializing():  # diagnostics, when asked for
           self.sow("diagnostics", "position_std", jnp.std(layer))
           self.sow("diagnostics", "condition_std", jnp.std(per_ray))
         layer = layer + per_ray[..., None, :]

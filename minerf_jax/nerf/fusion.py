@@ -60,8 +60,9 @@ class Fusion(nn.Module):
   Attributes:
     kind: one of ``FUSION_KINDS``.
     features: output channels.
-    first_order: hadamard only: add ``V_w w + V_e e``.
-    augment_expression: hadamard only: project ``[e, 1]`` instead of ``e``.
+    first_order: hadamard only (other kinds ignore it): add ``V_w w + V_e e``.
+    augment_expression: hadamard only (other kinds ignore it, so that
+      ``--config.model.fusion=concat`` works with the default config): project ``[e, 1]``.
   """
   kind: str = "hadamard"
   features: int = 64
@@ -71,9 +72,6 @@ class Fusion(nn.Module):
   @nn.compact
   def __call__(self, w: jax.Array, e: jax.Array) -> jax.Array:
     linear = lambda name: nn.Dense(self.features, use_bias=False, name=name)
-    if self.kind != "hadamard" and (self.first_order or self.augment_expression):
-      raise ValueError(f"config.model.first_order / augment_expression apply to "
-                       f"fusion='hadamard' only, not {self.kind!r}")
     if self.kind == "hadamard":
       c = linear("U_w")(w) * linear("U_e")(augment(e) if self.augment_expression else e)
       if self.first_order:
