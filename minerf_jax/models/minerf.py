@@ -125,7 +125,8 @@ class MINeRFNet(nn.Module):
       return bilinear_lookup(colours, batch["identity"], batch["pixel"])
     return colours[batch["identity"]]
 
-  def __call__(self, batch: dict, rng: jax.Array | None, randomized: bool) -> dict:
+  def _rays_and_field(self, batch: dict):
+    """Rays in head coordinates, their box interval and the conditioned field function."""
     o, d = render.to_canonical(batch["origins"], batch["directions"], batch["rotation"],
                                batch["translation"])
     lo, hi = jnp.asarray(self.box[0]), jnp.asarray(self.box[1])
@@ -136,6 +137,17 @@ class MINeRFNet(nn.Module):
     def field_fn(points, dirs):
       return self.field((points - centre) / half, dirs, cond)
 
+    return o, d, near, far, hit, cond, field_fn
+
+  def probe_field(self, batch: dict):
+    """The field at the deterministic coarse samples only (what the renderer's first pass
+    evaluates), without rendering: cheap init diagnostics (``first_layer_stds``)."""
+    o, d, near, far, _, _, field_fn = self._rays_and_field(batch)
+    t = render.stratified_samples(None, near, far, self.num_coarse, False)
+    return field_fn(o[..., None, :] + t[..., None] * d[..., None, :], d)
+
+  def __call__(self, batch: dict, rng: jax.Array | None, randomized: bool) -> dict:
+    o, d, near, far, hit, cond, field_fn = self._rays_and_field(batch)
     out = render.render_rays(
         field_fn, rng, o, d, near, far, hit, num_coarse=self.num_coarse,
         num_fine=self.num_fine, randomized=randomized, background_rgb=self.background_rgb(batch))
@@ -318,10 +330,11 @@ class MINeRF:
 
 def first_layer_stds(net: MINeRFNet, params, batch: dict) -> tuple[float, float]:
   """Standard deviations of the positional and the condition part of the field's first
-  pre-activation (``Dense(enc(x))`` and ``Dense_c(cond)``) over the rays of ``batch``
-  (deterministic samples); the condition part is NaN-free 0 when the field is unconditioned."""
+  pre-activation (``Dense(enc(x))`` and ``Dense_c(cond)``) over the rays of ``batch`` at the
+  renderer's deterministic coarse samples; the condition part is 0 for an unconditioned field."""
   batch = {k: jnp.asarray(v) for k, v in batch.items()}
-  _, state = net.apply({"params": params}, batch, None, False, mutable=["diagnostics"])
+  _, state = net.apply({"params": params}, batch, method=MINeRFNet.probe_field,
+                       mutable=["diagnostics"])
   diag = state["diagnostics"]["field"]
   position = float(diag["position_std"][0])
   condition = float(diag["condition_std"][0]) if "condition_std" in diag else 0.0
