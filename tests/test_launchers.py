@@ -60,3 +60,83 @@ def test_evaluate_and_render_apps(demo_run, tmp_path):
   assert orbit.frames.shape == (10, 16, 32, 3)
   # The orbit turns the head: first and middle frames differ.
   assert np.abs(orbit.frames[0].astype(float) - orbit.frames[2].astype(float)).mean() > 1.0
+
+
+# ----------------------------------------------------------------------------------------------
+# launch.talk: speech in, talking head out.
+
+
+@pytest.fixture(scope="module")
+def a2e_run(tmp_path_factory, demo_run):
+  _, _, data_dir = demo_run
+  workdir = str(tmp_path_factory.mktemp("a2e") / "run")
+  _run("launch.train", "--config=configs/audio2exp.py:test", f"--workdir={workdir}",
+       data_dir=data_dir)
+  return workdir
+
+
+def _speech(path, seconds, rate=16000, amplitude=0.3):
+  import wave  # pylint: disable=g-import-not-at-top
+  from minerf_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+  signal = synthetic.speech_audio(np.random.default_rng(0), int(seconds * rate), rate)
+  pcm = (np.clip(signal * amplitude / 0.3, -1, 1) * 32767).astype(np.int16)
+  with wave.open(str(path), "wb") as f:
+    f.setnchannels(1)
+    f.setsampwidth(2)
+    f.setframerate(rate)
+    f.writeframes(pcm.tobytes())
+  return str(path)
+
+
+def test_talk_writes_the_speech_video(demo_run, a2e_run, tmp_path):
+  _, workdir, data_dir = demo_run
+  speech = _speech(tmp_path / "speech.wav", 1.3)
+  out = str(tmp_path / "talk.mp4")
+  stdout = _run("launch.talk", f"--workdir={workdir}", f"--audio_model={a2e_run}",
+                f"--audio={speech}", "--identity=1", f"--out={out}", "--scale=2", "--chunk=8",
+                data_dir=data_dir)
+  m = re.search(r"TALK frames=(\d+) fps=25 seconds=([\d.]+)", stdout)
+  assert m and int(m.group(1)) == round(1.3 * 25), stdout
+  clip = video.read_video(out)
+  assert clip.frames.shape == (round(1.3 * 25), 32, 32, 3)
+  assert clip.fps == 25
+  assert abs(len(clip.audio) / 16000 - 1.3) < 0.05            # the speech, muxed in
+  assert clip.frames.std(0).max() > 1.0        # frames change with the speech (6-step model)
+
+
+def test_talk_bad_inputs_say_one_line_and_write_nothing(demo_run, a2e_run, tmp_path):
+  from launch import talking  # pylint: disable=g-import-not-at-top
+  _, workdir, data_dir = demo_run
+  os.environ["MINERF_DATA_DIR"] = data_dir
+  good = _speech(tmp_path / "good.wav", 0.5)
+  mute = video.write_video(str(tmp_path / "mute.mp4"), np.zeros((5, 16, 16, 3), np.uint8))
+  silent = _speech(tmp_path / "silent.wav", 1.0, amplitude=0.0)
+  short = _speech(tmp_path / "short.wav", 0.01)
+  junk = tmp_path / "junk.mp3"
+  junk.write_bytes(b"\x00garbage" * 64)
+  out = str(tmp_path / "out.mp4")
+  cases = [
+      (dict(audio=mute), "no audio stream"),
+      (dict(audio=silent), "silence only"),
+      (dict(audio=short), "less than one video frame"),
+      (dict(audio=str(junk)), "unreadable"),
+      (dict(workdir=a2e_run), "is a run of model 'audio2exp'"),
+      (dict(audio_model=workdir), "is a run of model 'minerf'"),
+      (dict(identity=7), "identities 0..1"),
+      (dict(pose="from_video=" + mute), "needs an MI-NeRF run on real videos"),
+  ]
+  for overrides, message in cases:
+    kw = dict(workdir=workdir, audio_model=a2e_run, audio=good, identity=0)
+    kw.update(overrides)
+    with pytest.raises(talking.TalkError, match=message) as err:
+      talking.talk(kw.pop("workdir"), kw.pop("audio_model"), kw.pop("audio"), kw.pop("identity"),
+                   out, progress=False, **kw)
+    assert "\n" not in str(err.value)
+    assert not os.path.exists(out) and not os.path.exists(out + ".tmp.mp4")
+  proc = subprocess.run([sys.executable, "-m", "launch.talk", f"--workdir={workdir}",
+                         f"--audio_model={a2e_run}", f"--audio={silent}", f"--out={out}"],
+                        cwd=REPO, capture_output=True, text=True, timeout=600,
+                        env={**os.environ, "MINERF_DATA_DIR": data_dir})
+  assert proc.returncode != 0
+  assert proc.stderr.strip().splitlines()[-1].startswith("talk: --audio=")
+  assert not os.path.exists(out)

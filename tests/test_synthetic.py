@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from minerf_jax.data import audio
+from minerf_jax.audio import features as audio
 from minerf_jax.data import synthetic as syn
 from minerf_jax.data.builders import synthetic_talking_heads as sth
 

@@ -11,6 +11,8 @@ One pipeline serves every model; the model's ``batch_spec`` names the batch kind
   the background keeps being fitted.
 * ``'pairs'`` (one-shot animation models): source/driving frames of one clip
   (``data/pairs.py: PairData``).
+* ``'sequences'`` (audio-to-expression models): windows of speech features and expression
+  targets (``data/sequences.py: SequenceData``).
 
 Batches are pure functions of the step: ``train_batch(step)`` indexes the grain dataset, so a
 resumed run sees exactly the batches an uninterrupted run would have seen, with no iterator state
@@ -468,4 +470,7 @@ def build(config: ml_collections.ConfigDict, **kwargs) -> Any:
   if kind == "pairs":
     from minerf_jax.data import pairs
     return pairs.PairData(config, **kwargs)
+  if kind == "sequences":
+    from minerf_jax.data import sequences
+    return sequences.SequenceData(config, **kwargs)
   raise ValueError(f"batch kind {kind!r} of model {config.model.name!r} has no pipeline yet")

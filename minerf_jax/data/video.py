@@ -6,6 +6,7 @@ the ``video`` extra of setup.cfg.
 from __future__ import annotations
 
 import dataclasses
+import fractions
 import os
 
 import numpy as np
@@ -42,45 +43,87 @@ def upscale(frames: np.ndarray, factor: int) -> np.ndarray:
   return np.repeat(np.repeat(frames, factor, axis=-3), factor, axis=-2)
 
 
+class VideoWriter:
+  """Streams frames into an H.264 mp4 with optional mono AAC ``audio``, chunk by chunk.
+
+  ``with VideoWriter(path, fps, audio) as w: w.write(frames)`` for [T,H,W,3] chunks (float in
+  [0,1] or uint8); all chunks share one size. Odd sizes are padded by one pixel (yuv420p needs
+  even sizes). Frames go to a temporary file that is renamed on a clean exit and deleted on an
+  exception, so an interrupted write never leaves a broken mp4 behind.
+  """
+
+  def __init__(self, path: str, fps: float = 25.0, audio: np.ndarray | None = None,
+               sample_rate: int = 16000, crf: int = 18):
+    self.path, self.fps, self.crf = path, fps, crf
+    self.audio, self.sample_rate = audio, int(sample_rate)
+    self.tmp = f"{path}.tmp.mp4"
+    self.frames_written = 0
+    self._container = self._stream = None
+
+  def __enter__(self) -> "VideoWriter":
+    os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+    self._container = _av().open(self.tmp, "w")
+    return self
+
+  def _open_streams(self, height: int, width: int):
+    av, c = _av(), self._container
+    self._stream = c.add_stream("libx264", rate=int(round(self.fps)))
+    self._stream.height, self._stream.width = height, width
+    self._stream.pix_fmt = "yuv420p"
+    self._stream.options = {"crf": str(self.crf)}
+    if self.audio is not None and len(self.audio):
+      astream = c.add_stream("aac", rate=self.sample_rate)
+      astream.layout = "mono"
+      samples = np.clip(np.asarray(self.audio, np.float32), -1, 1)[None]
+      aframe = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
+      aframe.sample_rate = self.sample_rate
+      # pts 0 makes the encoder's priming packets negative, so the muxer writes an edit list
+      # and players (and read_audio) start at the first real sample: without it the sound
+      # plays ~64 ms (1024 samples) late against the video.
+      aframe.pts = 0
+      aframe.time_base = fractions.Fraction(1, self.sample_rate)
+      for packet in list(astream.encode(aframe)) + list(astream.encode(None)):
+        c.mux(packet)
+
+  def write(self, frames: np.ndarray) -> None:
+    av = _av()
+    frames = to_uint8(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+      raise ValueError(f"VideoWriter({self.path!r}): frames must be [T,H,W,3], got {frames.shape}")
+    pad_h, pad_w = frames.shape[1] % 2, frames.shape[2] % 2
+    if pad_h or pad_w:
+      frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+    if self._stream is None:
+      self._open_streams(*frames.shape[1:3])
+    elif (self._stream.height, self._stream.width) != frames.shape[1:3]:
+      raise ValueError(f"VideoWriter({self.path!r}): chunk of size {frames.shape[1:3]} after "
+                       f"{(self._stream.height, self._stream.width)}")
+    for frame in frames:
+      for packet in self._stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+        self._container.mux(packet)
+    self.frames_written += len(frames)
+
+  def __exit__(self, exc_type, exc, tb):
+    try:
+      if exc_type is None and self._stream is not None:
+        for packet in self._stream.encode(None):
+          self._container.mux(packet)
+    finally:
+      self._container.close()
+    if exc_type is None and self._stream is not None:
+      os.replace(self.tmp, self.path)
+    elif os.path.exists(self.tmp):
+      os.remove(self.tmp)
+    if exc_type is None and self._stream is None:
+      raise ValueError(f"VideoWriter({self.path!r}): no frames were written")
+
+
 def write_video(path: str, frames: np.ndarray, fps: float = 25.0, audio: np.ndarray | None = None,
                 sample_rate: int = 16000, crf: int = 18) -> str:
-  """Writes [T,H,W,3] frames (float in [0,1] or uint8) as H.264 mp4, muxing mono ``audio``.
-
-  Odd frame sizes are padded by one pixel (yuv420p needs even sizes). The file is written to a
-  temporary name and renamed, so an interrupted write never leaves a broken mp4 behind.
-  """
-  av = _av()
-  frames = to_uint8(frames)
-  if frames.ndim != 4 or frames.shape[-1] != 3:
-    raise ValueError(f"write_video({path!r}): frames must be [T,H,W,3], got {frames.shape}")
-  pad_h, pad_w = frames.shape[1] % 2, frames.shape[2] % 2
-  if pad_h or pad_w:
-    frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = f"{path}.tmp.mp4"
-  with av.open(tmp, "w") as container:
-    stream = container.add_stream("libx264", rate=int(round(fps)))
-    stream.height, stream.width = frames.shape[1:3]
-    stream.pix_fmt = "yuv420p"
-    stream.options = {"crf": str(crf)}
-    astream = None
-    if audio is not None and len(audio):
-      astream = container.add_stream("aac", rate=int(sample_rate))
-      astream.layout = "mono"
-    for frame in frames:
-      for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-        container.mux(packet)
-    for packet in stream.encode(None):
-      container.mux(packet)
-    if astream is not None:
-      samples = np.clip(np.asarray(audio, np.float32), -1, 1)[None]
-      aframe = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
-      aframe.sample_rate = int(sample_rate)
-      for packet in astream.encode(aframe):
-        container.mux(packet)
-      for packet in astream.encode(None):
-        container.mux(packet)
-  os.replace(tmp, path)
+  """Writes [T,H,W,3] frames (float in [0,1] or uint8) as H.264 mp4, muxing mono ``audio``
+  (``VideoWriter`` in one call)."""
+  with VideoWriter(path, fps, audio, sample_rate, crf) as writer:
+    writer.write(frames)
   return path
 
 
@@ -107,16 +150,19 @@ def read_video(path: str, *, with_audio: bool = True, sample_rate: int = 16000) 
 
 
 def read_audio(path: str, sample_rate: int = 16000) -> np.ndarray | None:
-  """Mono float32 audio resampled to ``sample_rate``; None when the file has no audio."""
+  """Mono float32 audio resampled to ``sample_rate`` (the mean of the channels); None when the
+  file has no audio. (FFmpeg's own stereo-to-mono downmix scales by 1/sqrt(2) per channel, which
+  would make stereo speech 3 dB louder than the same speech in mono.)"""
   av = _av()
   with av.open(path) as container:
     if not container.streams.audio:
       return None
-    resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+    stream = container.streams.audio[0]
+    resampler = av.AudioResampler(format="fltp", layout=stream.layout.name, rate=sample_rate)
     chunks = []
-    for frame in container.decode(audio=0):
+    for frame in container.decode(stream):
       for out in resampler.resample(frame):
-        chunks.append(out.to_ndarray().reshape(-1))
+        chunks.append(out.to_ndarray().mean(0))
     for out in resampler.resample(None):
-      chunks.append(out.to_ndarray().reshape(-1))
+      chunks.append(out.to_ndarray().mean(0))
   return np.concatenate(chunks).astype(np.float32) if chunks else None

@@ -12,7 +12,8 @@ Every system implements the same small seam so one training loop serves all of t
   initialize_from_data(params, data) -> params           # optional: data-driven init (fresh runs)
 
 ``batch_spec(config)`` (a module-level function of each model file) names the batch kind the
-data pipeline must deliver ('rays' for NeRF models, 'pairs' for 2-D animation models).
+data pipeline must deliver ('rays' for NeRF models, 'pairs' for 2-D animation models,
+'sequences' for audio-to-expression).
 """
 from __future__ import annotations
 
@@ -43,6 +44,7 @@ _REGISTRY: dict[str, str] = {
     "tpsmm": "minerf_jax.models.tpsmm:TPSMM",
     "mcnet": "minerf_jax.models.mcnet:MCNet",
     "mrfa": "minerf_jax.models.mrfa:MRFA",
+    "audio2exp": "minerf_jax.models.audio2exp:Audio2Exp",
 }
 _EXTRA: dict[str, tuple[Callable[..., Model], str]] = {}
 

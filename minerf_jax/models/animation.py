@@ -374,7 +374,7 @@ class AnimationModel:
           for i in range(0, len(cross["source"]), chunk)])
       cross_target = cross["driving"].astype(np.float32) / 255.0
     if ec.landmarks:
-      from minerf_jax import landmark_metrics  # pylint: disable=g-import-not-at-top
+      from minerf_jax.metrics import landmarks as landmark_metrics  # pylint: disable=g-import-not-at-top
       with landmark_metrics.LandmarkMetrics() as lm:
         results.update({f"recon/{k}": v for k, v in lm.motion_metrics(pred, target).items()})
         if cross_pred is not None:

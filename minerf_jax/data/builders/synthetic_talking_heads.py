@@ -24,7 +24,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 import tensorflow_datasets as tfds
 
-from minerf_jax.data import audio as audio_lib
+from minerf_jax.audio import features as audio_lib
 from minerf_jax.data import synthetic
 
 GENERATOR_VERSION = synthetic.GENERATOR_VERSION

@@ -11,7 +11,7 @@ import os
 import numpy as np
 import pytest
 
-from minerf_jax import landmark_metrics as lmm
+from minerf_jax.metrics import landmarks as lmm
 from minerf_jax.data import face
 from minerf_jax.data import video
 
