@@ -39,6 +39,7 @@ def model_config(expression_dim: int) -> ml_collections.ConfigDict:
       unroll=8,                   # consecutive target frames per window (velocity term)
       velocity_weight=1.0,
       component_weights=(),       # one per component; () = all 1
+      variance_weighted=False,    # x each component's train variance (data units)
   ))
 
 

@@ -6,6 +6,9 @@ r"""Benchmarks: print figures and write JSON. Never part of the test suite.
   python -m launch.benchmark --suite=minerf_personalise
   python -m launch.benchmark --suite=minerf_throughput
   python -m launch.benchmark --suite=motion_params
+  python -m launch.benchmark --suite=talk_synthetic --nerf_run=runs/demo --audio_run=runs/a2e
+  python -m launch.benchmark --suite=talk_real --nerf_run=runs/real --audio_run=runs/a2e_real \
+      --speech=../shared/media/synctalk_test.wav
 
 minerf_scaling, minerf_fusion, minerf_personalise
   MI-NeRF's claims (one multi-identity model vs one model per person; the multiplicative module
@@ -21,6 +24,10 @@ motion_params
   with jax.eval_shape (nothing allocated), against the references' totals measured with the
   authors' code, and GMACs per animated 256x256 frame from XLA's cost analysis (lowered, not
   compiled).
+talk_synthetic, talk_real
+  Speech-driven MI-NeRF (``launch/talk_eval.py``): --nerf_run and --audio_run; exact PSNR
+  against the generator's render of new speech, or lip sync and mouth LMD on the real clips'
+  held-out splits against the real frames (real, true-expression, predicted and mean rows).
 motion_step_time
   Seconds per training iteration of TPSMM, MCNet and MRFA (--variant of their configs, default
   'cpu'), --steps timed steps after the compile.
@@ -44,7 +51,8 @@ from minerf_jax.train import state as state_lib
 
 _SUITE = flags.DEFINE_enum("suite", "minerf_scaling",
                            ["minerf_scaling", "minerf_fusion", "minerf_personalise",
-                            "minerf_throughput", "motion_params", "motion_step_time"],
+                            "minerf_throughput", "motion_params", "motion_step_time",
+                            "talk_synthetic", "talk_real"],
                            "Benchmark suite.")
 _VARIANT = flags.DEFINE_string("variant", "demo", "configs/minerf.py variant to benchmark.")
 _NUM_IDS = flags.DEFINE_list("num_identities", ["1", "2", "4", "8"], "minerf_scaling: N values.")
@@ -68,6 +76,13 @@ _OVERRIDES = flags.DEFINE_string("config_overrides", "{}", "minerf_*: JSON dict 
 _PLOT = flags.DEFINE_string("plot", None, "minerf_scaling: write the PSNR-vs-seconds PNG here.")
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps per model (motion_step_time).")
 _OUT = flags.DEFINE_string("out", None, "Write the figures as JSON here.")
+_NERF_RUN = flags.DEFINE_string("nerf_run", "runs/demo", "talk_*: the MI-NeRF run.")
+_AUDIO_RUN = flags.DEFINE_string("audio_run", "runs/a2e", "talk_*: the audio-to-expression run.")
+_SPEAKERS = flags.DEFINE_integer("speakers", 4, "talk_synthetic: held-out speech tracks.")
+_TALK_FRAMES = flags.DEFINE_integer("talk_frames", 50, "talk_synthetic: frames per track; "
+                                    "talk_real: max held-out frames per identity (0: all).")
+_SPEECH = flags.DEFINE_string("speech", None, "talk_real: also drive identity 0 with this file.")
+_OUT_DIR = flags.DEFINE_string("out_dir", "runs/bench", "talk_real: where the talk video goes.")
 
 
 def _overrides() -> dict:
@@ -209,6 +224,18 @@ def suite_motion_step_time() -> dict:
   return results
 
 
+def suite_talk_synthetic() -> dict:
+  from launch import talk_eval  # pylint: disable=g-import-not-at-top
+  return talk_eval.synthetic(_NERF_RUN.value, _AUDIO_RUN.value, _SPEAKERS.value,
+                             _TALK_FRAMES.value)
+
+
+def suite_talk_real() -> dict:
+  from launch import talk_eval  # pylint: disable=g-import-not-at-top
+  return talk_eval.real(_NERF_RUN.value, _AUDIO_RUN.value, _SPEECH.value, _OUT_DIR.value,
+                        _TALK_FRAMES.value if _TALK_FRAMES.present else 0)
+
+
 def main(argv):
   del argv
   results = {"minerf_scaling": suite_scaling,
@@ -216,7 +243,9 @@ def main(argv):
              "minerf_personalise": suite_personalise,
              "minerf_throughput": suite_throughput,
              "motion_params": suite_motion_params,
-             "motion_step_time": suite_motion_step_time}[_SUITE.value]()
+             "motion_step_time": suite_motion_step_time,
+             "talk_synthetic": suite_talk_synthetic,
+             "talk_real": suite_talk_real}[_SUITE.value]()
   if _OUT.value:
     with open(_OUT.value, "w") as f:
       json.dump(results, f, indent=2)

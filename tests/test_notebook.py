@@ -25,3 +25,25 @@ def test_quickstart_notebook_runs(tmp_path, monkeypatch):
   for strip in figures.values():
     assert strip.ndim == 3 and strip.shape[0] == 2 * 16 and strip.shape[-1] == 3
   assert namespace["results"]["heldout/psnr"] > 5.0
+
+
+def test_talk_notebook_runs(tmp_path, monkeypatch):
+  pytest.importorskip("matplotlib")
+  monkeypatch.setenv("MPLBACKEND", "Agg")
+  monkeypatch.setenv("MINERF_NOTEBOOK_VARIANT", "test")
+  monkeypatch.setenv("MINERF_NOTEBOOK_STEPS", "4")
+  monkeypatch.setenv("MINERF_NOTEBOOK_A2E_STEPS", "10")
+  monkeypatch.setenv("MINERF_NOTEBOOK_SECONDS", "1")
+  monkeypatch.setenv("MINERF_NOTEBOOK_WORKDIR", str(tmp_path / "run"))
+  monkeypatch.setenv("MINERF_DATA_DIR", str(tmp_path / "tfds"))
+  with open(os.path.join(REPO, "notebooks", "talk.ipynb")) as f:
+    nb = json.load(f)
+  namespace: dict = {}
+  for cell in nb["cells"]:
+    if cell["cell_type"] == "code":
+      exec(compile("".join(cell["source"]), "talk.ipynb", "exec"), namespace)
+  assert namespace["result"]["frames"] == 25
+  from minerf_jax.data import video  # pylint: disable=g-import-not-at-top
+  clip = video.read_video(namespace["out"])
+  assert clip.frames.shape == (25, 64, 64, 3) and clip.audio is not None
+  assert namespace["score"]["lags"].shape == (21,)

@@ -15,7 +15,7 @@ Sources (``config.data.name``):
   expression's blink_left/right components.
 * ``talking_faces``: the prepared real dataset; each video's frames are split into runs of
   consecutive source frames (a dropped face frame or a shot cut ends a run); the blink signal is
-  the dataset's ``blink``.
+  the dataset's ``blink``. Videos without an audio track are left out.
 
 Batches (``train_batch(step)``, a pure function of the step): ``frames_per_batch`` windows, each
 ``unroll`` consecutive target frames of one sequence with ``context`` frames of audio on either
@@ -44,6 +44,7 @@ class Sequence:
   identity: int
   fps: float
   name: str = ""
+  frames: np.ndarray | None = None   # [T] the dataset's global frame indices (real data)
 
   def __len__(self) -> int:
     return int(self.expression.shape[0])
@@ -80,14 +81,15 @@ def real_sequences(data: ml_collections.ConfigDict, split: str, min_frames: int 
   builder = pipeline.dataset_builder(data)
   fps = float(builder.info.metadata["fps"])
   source = builder.as_data_source(split=split)
-  keys = ("frame", "identity", "video", "clip", "source_frame", "audio", "expression", "blink")
+  keys = ("frame", "identity", "video", "clip", "source_frame", "audio", "expression", "blink",
+          "has_audio")
   rows = [{k: np.asarray(source[i][k]) for k in keys} for i in range(len(source))]
   rows.sort(key=lambda r: int(r["frame"]))
   wanted = set(range(int(data.num_identities)))
   runs: list[list[dict]] = []
   for r in rows:
-    if int(r["identity"]) not in wanted:
-      continue
+    if int(r["identity"]) not in wanted or not int(r["has_audio"]):
+      continue   # a video without sound teaches nothing about speech
     last = runs[-1][-1] if runs else None
     if (last is None or int(last["video"]) != int(r["video"]) or int(last["clip"]) != int(r["clip"])
         or int(r["source_frame"]) != int(last["source_frame"]) + 1):
@@ -100,7 +102,8 @@ def real_sequences(data: ml_collections.ConfigDict, split: str, min_frames: int 
     stack = lambda k, run=run: np.stack([r[k] for r in run]).astype(np.float32)
     out.append(Sequence(np.concatenate([r["audio"] for r in run]).astype(np.float32),
                         stack("expression"), stack("blink"), int(run[0]["identity"]), fps,
-                        f"video{int(run[0]['video'])}:frame{int(run[0]['source_frame'])}"))
+                        f"video{int(run[0]['video'])}:frame{int(run[0]['source_frame'])}",
+                        np.asarray([int(r["frame"]) for r in run])))
   return out
 
 

@@ -17,7 +17,7 @@ Speech energy (``energy_envelope``)
 
 Sync offset (``sync_offset``)
   Pearson correlation of ``mouth[t + lag]`` with ``energy[t]`` over their overlap, for every lag in
-  ``-max_lag..max_lag`` frames (+-10 by default). A positive lag means the mouth follows the
+  ``-max_lag..max_lag`` frames (+-10 by default) that keeps at least half the frames (NaN beyond). A positive lag means the mouth follows the
   sound. The score is the peak correlation and the lag at the peak; in sync speech, the peak is
   near lag 0 (measured on the real clips in ``tests/test_metrics_sync.py``). Shifting the audio
   later by k frames moves the peak lag by -k.
@@ -80,8 +80,9 @@ def lagged_correlation(mouth: np.ndarray, energy: np.ndarray, max_lag: int = 10
   n = len(mouth)
   lags = np.arange(-max_lag, max_lag + 1)
   corr = np.full(len(lags), math.nan)
+  min_overlap = max(3, n // 2)   # short clips: only lags that keep half the frames
   for i, lag in enumerate(lags):
-    if abs(lag) < n - 2:
+    if n - abs(lag) >= min_overlap:
       m = mouth[max(lag, 0):n + min(lag, 0)]
       e = energy[max(-lag, 0):n - max(lag, 0)]
       corr[i] = _pearson(m, e)

@@ -15,7 +15,9 @@ parameters (frozen), so a checkpoint is everything ``launch.talk`` needs.
 Loss: per-component weighted L2 over ``model.unroll`` consecutive frames, plus
 ``model.velocity_weight`` x the weighted L2 of the frame-to-frame differences (temporal
 smoothness that still follows fast mouth motion); ``model.component_weights`` (one per
-component, () = all 1) lets mouth-related components count more.
+component, () = all 1) lets mouth-related components count more; ``model.variance_weighted``
+further weights each component by its train variance (errors in the data's units: for a
+landmark PCA, landmark displacement, so the dominant jaw/lip modes count most).
 
 Evaluation on held-out speech: normalised MSE, its ratio to the train-mean predictor, the
 per-component Pearson correlation with the true track, and the lip-sync score of the predicted
@@ -142,7 +144,11 @@ class Audio2Exp:
     mc = self.config.model
     pred = self.net.apply({"params": params["net"]}, batch["features"], batch["identity"])
     target = self._targets(params, batch)
-    w = jnp.asarray(self.weights) / self.weights.mean()
+    w = jnp.asarray(self.weights)
+    if mc.get("variance_weighted", False):   # errors in the data's units, not per-std units
+      var = params["stats"]["std"] ** 2
+      w = w * var / jnp.mean(var)
+    w = w / jnp.mean(w)
     l2 = jnp.mean(w * (pred - target) ** 2)
     vel = jnp.mean(w * (jnp.diff(pred, axis=1) - jnp.diff(target, axis=1)) ** 2) if (
         pred.shape[1] > 1) else jnp.zeros(())
@@ -215,7 +221,7 @@ class Audio2Exp:
       mse = float(np.mean(((p - t) ** 2)[:, w]))
       results[f"{set_name}/mse"] = mse
       results[f"{set_name}/mse_ratio"] = mse / max(float(np.mean((t ** 2)[:, w])), 1e-12)
-      for i, name in enumerate(names):
+      for i, name in enumerate(names[:5]):
         if w[i] and t[:, i].std() > 1e-6:
           results[f"{set_name}/mse_ratio/{name}"] = float(
               np.mean((p[:, i] - t[:, i]) ** 2) / max(float(np.mean(t[:, i] ** 2)), 1e-12))
