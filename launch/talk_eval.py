@@ -14,6 +14,7 @@ talk_real: on each identity's held-out split (never trained on), MediaPipe mouth
 audio model predicts from the held-out audio, (iv) by the train-mean expression, all at the
 held-out frames' own head poses; the sync peak correlation and lag of each against the held-out
 speech, and mouth LMD (``metrics.sync.mouth_lmd``) of (ii)-(iv) against the real frames.
+With ``speech``, ``launch.talk`` also drives the first identity that has speech with it.
 """
 from __future__ import annotations
 
@@ -165,11 +166,11 @@ def real(nerf_run: str, audio_run: str, speech: str | None = None, out_dir: str 
       held = frames.take(idx)
       small = pipeline.resize_frames(held, size)
       poses = talking.Poses(small.rotation, small.translation, small.intrinsics)
-      speech = a2e.predict_features(
+      predicted = a2e.predict_features(
           ap, features_lib.features(s.audio, s.fps, len(s), a2e.settings)[:n],
           talking.style_identity(runs_, identity))
       tracks = {"true": held.expression,
-                "predicted": a2e.expressions(ap, speech, s.blink[:n]),
+                "predicted": a2e.expressions(ap, predicted, s.blink[:n]),
                 "mean": np.repeat(mean[None], n, 0).astype(np.float32)}
       mouths = {"real": _mouths(lm, held.rgb)}
       for c in ("true", "predicted", "mean"):
@@ -190,8 +191,10 @@ def real(nerf_run: str, audio_run: str, speech: str | None = None, out_dir: str 
   if speech:
     import os  # pylint: disable=g-import-not-at-top
     t0 = time.time()
-    talked = talking.talk(nerf_run, audio_run, speech, 0, os.path.join(out_dir or ".",
-                                                                       "talk_real.mp4"))
+    who = min(results["identities"])   # the first identity with speech in its videos
+    talked = talking.talk(nerf_run, audio_run, speech, who,
+                          os.path.join(out_dir or ".", f"talk_real_id{who}.mp4"))
+    results["talk_identity"] = who
     results["talk"] = {k: v for k, v in talked.items() if k != "expressions"}
     results["talk"]["seconds"] = time.time() - t0
   return results

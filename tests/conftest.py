@@ -1,12 +1,63 @@
-"""Test setup: 8 virtual CPU devices, set before JAX initialises its backends."""
+"""Test setup: 8 virtual CPU devices, set before JAX initialises its backends; a persistent XLA
+compilation cache shared by every test and launcher subprocess of the session (many tests
+build the same tiny programs: with the cache each compiles once; the directory is new for every
+session and removed at its end, so no result depends on an earlier run)."""
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
 
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+_CACHE = None
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  _CACHE = tempfile.mkdtemp(prefix="minerf_jax_xla_cache_")
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE
+  os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+  os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
 
 
 import pytest  # noqa: E402  (after the XLA flags above)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def pytest_sessionfinish(session, exitstatus):
+  del session, exitstatus
+  if _CACHE:
+    shutil.rmtree(_CACHE, ignore_errors=True)
+
+
+def run_module(module, *args, data_dir):
+  """Runs ``python -m module args`` in the repository with MINERF_DATA_DIR; returns stdout."""
+  proc = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True,
+                        text=True, timeout=900, env={**os.environ, "MINERF_DATA_DIR": data_dir})
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return proc.stdout
+
+
+@pytest.fixture(scope="session")
+def minerf_demo_run(tmp_path_factory):
+  """(stdout, workdir, data_dir) of ``launch.demo`` on configs/minerf.py:test (train, evaluate,
+  render): the trained tiny MI-NeRF that launcher, talk and notebook tests share."""
+  root = tmp_path_factory.mktemp("demo")
+  data_dir, workdir = str(root / "tfds"), str(root / "run")
+  out = run_module("launch.demo", "--config=configs/minerf.py:test", f"--workdir={workdir}",
+                   data_dir=data_dir)
+  return out, workdir, data_dir
+
+
+@pytest.fixture(scope="session")
+def a2e_test_run(minerf_demo_run, tmp_path_factory):
+  """Workdir of configs/audio2exp.py:test trained with ``launch.train`` (matches the demo run's
+  identities)."""
+  _, _, data_dir = minerf_demo_run
+  workdir = str(tmp_path_factory.mktemp("a2e") / "run")
+  run_module("launch.train", "--config=configs/audio2exp.py:test", f"--workdir={workdir}",
+             data_dir=data_dir)
+  return workdir
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
-"""The absl apps end to end on the tiny config: demo (train + evaluate + render), evaluate,
-render; their outputs are checked (metrics JSON, mp4 frame counts and audio)."""
+"""The absl apps end to end on the tiny configs: demo (train + evaluate + render), evaluate,
+render, talk; their outputs are checked (metrics JSON, mp4 frame counts and audio, one-line
+errors)."""
 import json
 import os
 import re
@@ -9,25 +10,20 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import run_module as _run
 from minerf_jax.data import video
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _run(module, *args, data_dir):
-  proc = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True,
-                        text=True, timeout=600, env={**os.environ, "MINERF_DATA_DIR": data_dir})
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  return proc.stdout
+@pytest.fixture(scope="module")
+def demo_run(minerf_demo_run):
+  return minerf_demo_run
 
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
-  root = tmp_path_factory.mktemp("demo")
-  data_dir, workdir = str(root / "tfds"), str(root / "run")
-  out = _run("launch.demo", "--config=configs/minerf.py:test", f"--workdir={workdir}",
-             data_dir=data_dir)
-  return out, workdir, data_dir
+def a2e_run(a2e_test_run):
+  return a2e_test_run
 
 
 def test_demo_last_line_and_outputs(demo_run):
@@ -64,15 +60,6 @@ def test_evaluate_and_render_apps(demo_run, tmp_path):
 
 # ----------------------------------------------------------------------------------------------
 # launch.talk: speech in, talking head out.
-
-
-@pytest.fixture(scope="module")
-def a2e_run(tmp_path_factory, demo_run):
-  _, _, data_dir = demo_run
-  workdir = str(tmp_path_factory.mktemp("a2e") / "run")
-  _run("launch.train", "--config=configs/audio2exp.py:test", f"--workdir={workdir}",
-       data_dir=data_dir)
-  return workdir
 
 
 def _speech(path, seconds, rate=16000, amplitude=0.3):
