@@ -83,7 +83,10 @@ def real_sequences(data: ml_collections.ConfigDict, split: str, min_frames: int 
   source = builder.as_data_source(split=split)
   keys = ("frame", "identity", "video", "clip", "source_frame", "audio", "expression", "blink",
           "has_audio")
-  rows = [{k: np.asarray(source[i][k]) for k in keys} for i in range(len(source))]
+  rows = []
+  for i in range(len(source)):
+    example = source[i]       # decodes the whole example once (frames included)
+    rows.append({k: np.asarray(example[k]) for k in keys})
   rows.sort(key=lambda r: int(r["frame"]))
   wanted = set(range(int(data.num_identities)))
   runs: list[list[dict]] = []
