@@ -43,15 +43,31 @@ def model_config(expression_dim: int) -> ml_collections.ConfigDict:
   ))
 
 
-def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+def base_config(total_steps: int, expression_dim: int) -> ml_collections.ConfigDict:
+  """Schedule, feature settings and model shared by the synthetic and real configs."""
   config = common.get_config()
-  config.total_steps = 3_000
+  config.total_steps = total_steps
   config.log_every = 100
   config.eval_every = 1_000
   config.checkpoint.every = 1_000
   config.optimizer.update(lr=2e-3, lr_end=1e-4, warmup_steps=100, grad_clip=1.0)
   config.audio = audio_config()
-  config.model = model_config(expression_dim=5)
+  config.model = model_config(expression_dim)
+  return config
+
+
+def make_tiny(config: ml_collections.ConfigDict, steps: int) -> None:
+  """The CI-sized schedule and network of every ':test' variant."""
+  config.total_steps = steps
+  config.log_every = 10
+  config.eval_every = steps
+  config.checkpoint.every = steps // 2
+  config.optimizer.warmup_steps = 0
+  config.model.update(code_dim=16, channels=(8, 16), hidden=32, context=2, unroll=4)
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  config = base_config(total_steps=3_000, expression_dim=5)
   config.model.component_weights = (2.0, 1.0, 1.0, 1.0, 1.0)   # jaw_open counts double
   config.data = ml_collections.ConfigDict(dict(
       name="synthetic_talking_heads",
@@ -64,12 +80,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       frames_per_batch=64,        # windows per batch
   ))
   if arg == "test":
-    config.total_steps = 40
-    config.log_every = 10
-    config.eval_every = 40
-    config.checkpoint.every = 20
-    config.optimizer.warmup_steps = 0
-    config.model.update(code_dim=16, channels=(8, 16), hidden=32, context=2, unroll=4)
+    make_tiny(config, steps=40)
     config.data.update(num_identities=2, speech_frames=100, heldout_speakers=1,
                        frames_per_batch=16)
   elif arg:

@@ -18,18 +18,10 @@ the tests build).
 import ml_collections
 
 from configs import audio2exp
-from configs import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  config = common.get_config()
-  config.total_steps = 2_000
-  config.log_every = 100
-  config.eval_every = 1_000
-  config.checkpoint.every = 1_000
-  config.optimizer.update(lr=2e-3, lr_end=1e-4, warmup_steps=100, grad_clip=1.0)
-  config.audio = audio2exp.audio_config()
-  config.model = audio2exp.model_config(expression_dim=32)
+  config = audio2exp.base_config(total_steps=2_000, expression_dim=32)
   config.model.variance_weighted = True
   config.data = ml_collections.ConfigDict(dict(
       name="talking_faces",
@@ -40,12 +32,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       frames_per_batch=64,
   ))
   if arg == "test":
-    config.total_steps = 20
-    config.log_every = 10
-    config.eval_every = 20
-    config.checkpoint.every = 10
-    config.optimizer.warmup_steps = 0
-    config.model.update(code_dim=16, channels=(8, 16), hidden=32, context=2, unroll=4)
+    audio2exp.make_tiny(config, steps=20)
     config.data.update(resolution=64, num_identities=2, frames_per_batch=8)
   elif arg:
     raise ValueError(f"configs/audio2exp_real.py: unknown variant {arg!r}; use '' or 'test'")

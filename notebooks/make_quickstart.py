@@ -1,9 +1,9 @@
 """Writes notebooks/quickstart.ipynb: python notebooks/make_quickstart.py notebooks/quickstart.ipynb"""
-import json, sys
-cells = []
-def md(s): cells.append({"cell_type": "markdown", "metadata": {}, "source": s.strip("\n").splitlines(True)})
-def code(s): cells.append({"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [], "source": s.strip("\n").splitlines(True)})
-md("""
+import os, sys
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _nb  # noqa: E402
+nb = _nb.Notebook()
+nb.md("""
 # minerf_jax quick start: MI-NeRF on synthetic talking heads
 
 Trains one MI-NeRF on four procedurally rendered identities (CPU: a few minutes), then shows a
@@ -12,24 +12,16 @@ expressions) and a novel-view strip, each next to the generator's exact ground t
 
 On Colab run the install cell first; locally `make demo` / `pip install -e .[video,notebooks]`.
 """)
-code("""
-# Colab only: install the project from your copy of the repository (skipped when installed).
-REPO_URL = ""  # e.g. the git URL of your minerf_jax clone
-import importlib.util, subprocess, sys
-if importlib.util.find_spec("minerf_jax") is None:
-  if not REPO_URL:
-    raise RuntimeError("minerf_jax is not installed: set REPO_URL to your repository's git URL")
-  subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                  f"minerf_jax[video,notebooks] @ git+{REPO_URL}"], check=True)
-""")
-code("""
+nb.code(_nb.INSTALL)
+
+nb.code("""
 # Parameters. STEPS is the training length; the test-suite runs this notebook with tiny values.
 import os
 VARIANT = os.environ.get("MINERF_NOTEBOOK_VARIANT", "demo")   # configs/minerf.py:<VARIANT>
 STEPS = int(os.environ.get("MINERF_NOTEBOOK_STEPS", "1500"))
 WORKDIR = os.environ.get("MINERF_NOTEBOOK_WORKDIR", "/tmp/minerf_quickstart")
 """)
-code("""
+nb.code("""
 import dataclasses
 import numpy as np
 import matplotlib
@@ -45,7 +37,7 @@ config.total_steps = STEPS
 config.eval_every = STEPS
 state = loop.train_and_evaluate(config, WORKDIR)
 """)
-code("""
+nb.code("""
 config, model, params = runs.restore(WORKDIR)
 data = pipeline.build(config)
 sets = data.eval_data
@@ -55,7 +47,7 @@ for k in ("heldout/psnr", "heldout/ssim", "transfer/psnr", "transfer/face_psnr",
   if k in results:
     print(f"{k:18s} {results[k]:.3f}")
 """)
-code("""
+nb.code("""
 def strip(frames, n=6):
   idx = np.linspace(0, len(frames) - 1, num=min(n, len(frames))).round().astype(int)
   frames = frames.take(idx)
@@ -72,6 +64,4 @@ for name in ("heldout", "transfer", "novel_view"):
     plt.axis("off")
 plt.show()
 """)
-nb = {"cells": cells, "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-      "language_info": {"name": "python"}, "accelerator": "GPU"}, "nbformat": 4, "nbformat_minor": 5}
-json.dump(nb, open(sys.argv[1], "w"), indent=1)
+nb.write(sys.argv[1])

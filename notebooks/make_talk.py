@@ -1,9 +1,9 @@
 """Writes notebooks/talk.ipynb: python notebooks/make_talk.py notebooks/talk.ipynb"""
-import json, sys
-cells = []
-def md(s): cells.append({"cell_type": "markdown", "metadata": {}, "source": s.strip("\n").splitlines(True)})
-def code(s): cells.append({"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [], "source": s.strip("\n").splitlines(True)})
-md("""
+import os, sys
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _nb  # noqa: E402
+nb = _nb.Notebook()
+nb.md("""
 # minerf_jax: speech in, talking head out
 
 Trains MI-NeRF on the synthetic talking heads and an audio-to-expression model on the
@@ -12,17 +12,9 @@ predicted mouth opening against the speech energy, and plays the video.
 
 On Colab run the install cell first; locally `pip install -e .[video,notebooks]`.
 """)
-code("""
-# Colab only: install the project from your copy of the repository (skipped when installed).
-REPO_URL = ""  # e.g. the git URL of your minerf_jax clone
-import importlib.util, subprocess, sys
-if importlib.util.find_spec("minerf_jax") is None:
-  if not REPO_URL:
-    raise RuntimeError("minerf_jax is not installed: set REPO_URL to your repository's git URL")
-  subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                  f"minerf_jax[video,notebooks] @ git+{REPO_URL}"], check=True)
-""")
-code("""
+nb.code(_nb.INSTALL)
+
+nb.code("""
 # Parameters; the test-suite runs this notebook with the ':test' configs and tiny step counts.
 import os
 VARIANT = os.environ.get("MINERF_NOTEBOOK_VARIANT", "demo")      # configs/minerf.py:<VARIANT>
@@ -33,7 +25,7 @@ WORKDIR = os.environ.get("MINERF_NOTEBOOK_WORKDIR", "/tmp/minerf_talk")
 SPEECH = os.environ.get("MINERF_NOTEBOOK_SPEECH", "")   # a wav/mp3/mp4; '' = new generator speech
 SECONDS = float(os.environ.get("MINERF_NOTEBOOK_SECONDS", "4"))
 """)
-code("""
+nb.code("""
 import numpy as np
 import matplotlib.pyplot as plt
 
@@ -53,7 +45,7 @@ a2e.eval_every = A2E_STEPS
 a2e.data.update(num_identities=config.data.num_identities, seed=config.data.seed)
 a2e_state = loop.train_and_evaluate(a2e, a2e_run)
 """)
-code("""
+nb.code("""
 # The speech: a file, or new speech from the generator (a speaker the audio model never heard).
 import wave
 from minerf_jax.data import synthetic
@@ -69,7 +61,7 @@ out = os.path.join(WORKDIR, "talk.mp4")
 result = talking.talk(nerf_run, a2e_run, SPEECH, 0, out, scale=4)
 print(f"{result['frames']} frames ({result['frames'] / result['fps']:.2f} s) -> {out}")
 """)
-code("""
+nb.code("""
 # Predicted mouth opening (jaw_open) against the speech energy, and the lip-sync score.
 from minerf_jax.audio import features
 from minerf_jax.metrics import sync
@@ -87,13 +79,11 @@ ax[1].set_xlabel("lag (frames; + = mouth follows sound)"); ax[1].set_ylabel("cor
 ax[1].set_title(f"sync peak {score['sync_corr']:.2f} at lag {score['sync_lag']}")
 plt.show()
 """)
-code("""
+nb.code("""
 try:
   from IPython.display import Video, display
   display(Video(out, embed=True, width=384))
 except ImportError:   # plain Python (the test-suite): no notebook display
   print(f"video: {out}")
 """)
-nb = {"cells": cells, "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-      "language_info": {"name": "python"}, "accelerator": "GPU"}, "nbformat": 4, "nbformat_minor": 5}
-json.dump(nb, open(sys.argv[1], "w"), indent=1)
+nb.write(sys.argv[1])

@@ -1,10 +1,22 @@
-"""notebooks/quickstart.ipynb runs top to bottom (tiny config) and shows its three strips."""
+"""The notebooks run top to bottom (tiny configs): quickstart shows its three strips, talk
+writes its speech-driven video and sync plot."""
 import json
 import os
 
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _execute(name: str) -> dict:
+  """Runs every code cell of notebooks/NAME top to bottom; returns the notebook's namespace."""
+  with open(os.path.join(REPO, "notebooks", name)) as f:
+    nb = json.load(f)
+  namespace: dict = {}
+  for cell in nb["cells"]:
+    if cell["cell_type"] == "code":
+      exec(compile("".join(cell["source"]), name, "exec"), namespace)  # pylint: disable=exec-used
+  return namespace
 
 
 def test_quickstart_notebook_runs(tmp_path, monkeypatch):
@@ -14,12 +26,7 @@ def test_quickstart_notebook_runs(tmp_path, monkeypatch):
   monkeypatch.setenv("MINERF_NOTEBOOK_STEPS", "4")
   monkeypatch.setenv("MINERF_NOTEBOOK_WORKDIR", str(tmp_path / "run"))
   monkeypatch.setenv("MINERF_DATA_DIR", str(tmp_path / "tfds"))
-  with open(os.path.join(REPO, "notebooks", "quickstart.ipynb")) as f:
-    nb = json.load(f)
-  namespace: dict = {}
-  for cell in nb["cells"]:
-    if cell["cell_type"] == "code":
-      exec(compile("".join(cell["source"]), "quickstart.ipynb", "exec"), namespace)
+  namespace = _execute("quickstart.ipynb")
   figures = namespace["figures"]
   assert set(figures) == {"heldout", "transfer", "novel_view"}
   for strip in figures.values():
@@ -41,12 +48,7 @@ def test_talk_notebook_runs(tmp_path, monkeypatch, minerf_demo_run, a2e_test_run
   monkeypatch.setenv("MINERF_NOTEBOOK_SECONDS", "1")
   monkeypatch.setenv("MINERF_NOTEBOOK_WORKDIR", str(tmp_path / "run"))
   monkeypatch.setenv("MINERF_DATA_DIR", data_dir)
-  with open(os.path.join(REPO, "notebooks", "talk.ipynb")) as f:
-    nb = json.load(f)
-  namespace: dict = {}
-  for cell in nb["cells"]:
-    if cell["cell_type"] == "code":
-      exec(compile("".join(cell["source"]), "talk.ipynb", "exec"), namespace)
+  namespace = _execute("talk.ipynb")
   assert namespace["result"]["frames"] == 25
   from minerf_jax.data import video  # pylint: disable=g-import-not-at-top
   clip = video.read_video(namespace["out"])

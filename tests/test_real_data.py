@@ -176,3 +176,23 @@ def test_minerf_real_trains_and_renders_transfer(built, tmp_path):
   assert len(clip.frames) == 5  # b's held-out frames (last 10% of 50)
   assert clip.frames.shape[1:] == (16, 32, 3)  # [B driving | A render] at image_size 16
   assert clip.audio is not None and len(clip.audio) > 0.15 * 16000
+  # Speech in: configs/audio2exp_real.py:test on the same dataset, then launch.talk drives A
+  # with B's clip as speech, head poses and blinks tracked from that clip.
+  from configs import audio2exp_real  # pylint: disable=g-import-not-at-top
+  from launch import talking  # pylint: disable=g-import-not-at-top
+  from minerf_jax.data import sequences  # pylint: disable=g-import-not-at-top
+  a2e = audio2exp_real.get_config("test")
+  a2e.data.update(data_dir=built["out"], num_identities=3)
+  seqs = sequences.real_sequences(a2e.data, "train")
+  assert {s.identity for s in seqs} == {0, 1, 2} and all(len(s.audio) == len(s) * 640 for s in seqs)
+  a2e_dir = str(tmp_path / "a2e")
+  loop.train_and_evaluate(a2e, a2e_dir)
+  speech = os.path.join(built["videos"], "b_katie.mp4")
+  out = str(tmp_path / "talk.mp4")
+  result = talking.talk(workdir, a2e_dir, speech, a, out, pose=f"from_video={speech}",
+                        blinks="video", scale=1, progress=False)
+  talked = video.read_video(out)
+  # the 2-second clip at 25 fps, +1 frame at most: AAC pads the end of the clip's sound
+  assert len(talked.frames) == result["frames"] and abs(result["frames"] - 50) <= 1
+  assert talked.frames.shape[1:] == (16, 16, 3)
+  assert abs(len(talked.audio) / 16000 - 2.0) < 0.05
