@@ -151,13 +151,14 @@ def real(nerf_run: str, audio_run: str, speech: str | None = None, out_dir: str 
   conds = ("real", "true", "predicted", "mean")
   results, start = {"identities": {}}, time.time()
   with landmark_metrics.LandmarkMetrics() as lm:
+    frames = pipeline.load_frames(runs_.builder, "test",             # at 256, time order
+                                  tuple(range(runs_.num_identities)))
+    position = {int(f): i for i, f in enumerate(frames.frame)}
     for identity in range(runs_.num_identities):
-      frames = pipeline.load_frames(runs_.builder, "test", (identity,))      # at 256, time order
       mine = [s for s in seqs if s.identity == identity]
       if not mine:
         continue
       s = max(mine, key=len)          # the longest contiguous held-out run of this identity
-      position = {int(f): i for i, f in enumerate(frames.frame)}
       idx = np.asarray([position[int(f)] for f in s.frames])
       if max_frames:
         idx = idx[:max_frames]

@@ -107,9 +107,7 @@ def speech_sync(mouth: np.ndarray, signal: np.ndarray, sample_rate: int, fps: fl
 def lip_indices() -> np.ndarray:
   """The 40 MediaPipe lip landmark indices (outer and inner lip loops)."""
   from minerf_jax.data import face  # pylint: disable=g-import-not-at-top
-  import mediapipe as mp  # pylint: disable=g-import-not-at-top
-  del face
-  edges = mp.solutions.face_mesh.FACEMESH_LIPS
+  edges = face._mediapipe().solutions.face_mesh.FACEMESH_LIPS  # pylint: disable=protected-access
   return np.asarray(sorted({i for e in edges for i in e}), np.int64)
 
 

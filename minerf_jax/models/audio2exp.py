@@ -25,7 +25,6 @@ mouth opening against the speech energy (``metrics.sync``).
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 from typing import Any
 
@@ -75,11 +74,6 @@ class Audio2ExpNet(nn.Module):
     x = nn.leaky_relu(nn.Dense(self.hidden)(x), 0.02)
     x = nn.leaky_relu(nn.Dense(self.hidden)(x), 0.02)
     return nn.Dense(self.expression_dim)(x)
-
-
-@dataclasses.dataclass
-class Prediction:
-  speech: np.ndarray       # [T, E] predicted speech part of the expression (no blinks)
 
 
 class Audio2Exp:
