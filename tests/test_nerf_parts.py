@@ -343,6 +343,45 @@ def test_hash_grid_trilinear_and_continuous():
     assert np.abs(g).sum() > 0
 
 
+def test_triplane_is_the_concatenation_of_bilinear_plane_features():
+  """Each plane reads only its two axes; at a level-0 vertex the feature is that table row."""
+  enc = encoding.TriplaneHashEncoding(num_levels=2, features_per_level=2, log2_table_size=8,
+                                      base_resolution=4, max_resolution=32)
+  params = enc.init(jax.random.key(0), jnp.zeros((1, 3)))["params"]
+  assert set(params) == {f"plane_{p}_level_{l}" for p in ("xy", "yz", "xz") for l in (0, 1)}
+  assert params["plane_xy_level_0"].shape == (25, 2)      # 5^2 <= 256 rows: dense
+  assert params["plane_xy_level_1"].shape == (256, 2)     # 33^2 > 256: hashed
+  keys = jax.random.split(jax.random.key(1), len(params))
+  params = {"params": {k: jax.random.normal(key, v.shape)
+                       for key, (k, v) in zip(keys, sorted(params.items()))}}
+  vertex = np.array([1, 3, 2])
+  x = jnp.asarray((vertex / 4 * 2 - 1)[None], jnp.float32)
+  feats = np.asarray(enc.apply(params, x))[0]
+  assert feats.shape == (3 * 2 * 2,)
+  tables = params["params"]
+  for n, (plane, (a, b)) in enumerate(encoding.PLANE_AXES.items()):
+    i, j = vertex[a], vertex[b]
+    np.testing.assert_allclose(feats[4 * n:4 * n + 2], tables[f"plane_{plane}_level_0"][i + 5 * j],
+                               rtol=1e-5, atol=1e-6)
+    row = ((8 * i) ^ (8 * j * 2654435761 % 2 ** 32)) % 256
+    np.testing.assert_allclose(feats[4 * n + 2:4 * n + 4], tables[f"plane_{plane}_level_1"][row],
+                               rtol=1e-5, atol=1e-6)
+  # Moving along z changes only the planes that contain z.
+  moved = np.asarray(enc.apply(params, x + jnp.asarray([0.0, 0.0, 0.3])))[0]
+  np.testing.assert_array_equal(moved[:4], feats[:4])
+  assert np.abs(moved[4:] - feats[4:]).min() > 0
+  # The centre of a level-0 cell is the mean of its 4 corners (bilinear).
+  xy = encoding.TriplaneHashEncoding(planes=("xy",), num_levels=1, features_per_level=2,
+                                     log2_table_size=8, base_resolution=4, max_resolution=4)
+  p2 = {"params": {"plane_xy_level_0": jax.random.normal(jax.random.key(3), (25, 2))}}
+  centre = np.asarray(xy.apply(p2, jnp.asarray([[(1.5 / 4) * 2 - 1, (3.5 / 4) * 2 - 1]])))[0]
+  rows = [1 + 5 * 3, 2 + 5 * 3, 1 + 5 * 4, 2 + 5 * 4]
+  np.testing.assert_allclose(centre, np.asarray(p2["params"]["plane_xy_level_0"])[rows].mean(0),
+                             rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match="planes"):
+    encoding.TriplaneHashEncoding(planes=("xw",)).init(jax.random.key(0), jnp.zeros((1, 3)))
+
+
 def test_build_encoding():
   pe = encoding.build_encoding(ml_collections.ConfigDict({"kind": "positional", "max_deg": 3,
                                                           "num_levels": 4}))
@@ -350,7 +389,10 @@ def test_build_encoding():
   hg = encoding.build_encoding(ml_collections.ConfigDict({"kind": "hashgrid", "num_levels": 4}))
   assert isinstance(hg, encoding.HashGridEncoding)
   assert (hg.num_levels, hg.log2_table_size, hg.max_resolution) == (4, 15, 256)
-  with pytest.raises(ValueError, match=r"model\.encoding\.kind.*positional.*hashgrid"):
+  tp = encoding.build_encoding(ml_collections.ConfigDict({"kind": "triplane", "planes": ("xy",),
+                                                          "num_levels": 3}))
+  assert isinstance(tp, encoding.TriplaneHashEncoding) and tp.planes == ("xy",)
+  with pytest.raises(ValueError, match=r"model\.encoding\.kind.*positional.*hashgrid.*triplane"):
     encoding.build_encoding(ml_collections.ConfigDict({"kind": "fourier"}))
 
 
