@@ -9,6 +9,8 @@ One pipeline serves every model; the model's ``batch_spec`` names the batch kind
   identities. A fraction ``head_fraction`` of each frame's rays is drawn from pixels whose ray
   hits the head box (where the radiance field has something to learn); the rest is uniform so
   the background keeps being fitted.
+* ``'frame_rays'`` (audio-driven NeRF models, LokiTalk): the same rays grouped by frame, with
+  each frame's audio window, blink and region masks (``FrameRayData``).
 * ``'pairs'`` (one-shot animation models): source/driving frames of one clip
   (``data/pairs.py: PairData``).
 * ``'sequences'`` (audio-to-expression models): windows of speech features and expression
@@ -37,11 +39,14 @@ import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
+from minerf_jax.data import synthetic
 from minerf_jax.nerf import render
 
 # Per-frame fields that every ray-dataset provides.
 FRAME_KEYS = ("rgb", "masks", "rotation", "translation", "intrinsics", "identity", "frame",
               "expression")
+# The region-mask channels, the same in both datasets (``face.MASK_NAMES`` too).
+MASK_NAMES = synthetic.MASK_NAMES
 
 
 def default_data_dir() -> str:
@@ -67,6 +72,11 @@ class FrameSet:
   # and pose (the look that identity leakage would pull the render towards), and its head mask.
   driver_rgb: np.ndarray | None = None   # [N,H,W,3]
   driver_mask: np.ndarray | None = None  # [N,H,W]
+  # Audio-driven models (``load_frames(audio_context=K)``): each frame's audio feature window
+  # and those of its K neighbours on either side, the blink signal and every region mask.
+  audio: np.ndarray | None = None        # [N,2K+1,W,M] float32
+  blink: np.ndarray | None = None        # [N,2] float32 in [0,1] (left, right)
+  masks: np.ndarray | None = None        # [N,H,W,len(MASK_NAMES)] float32 in {0,1}
 
   def __len__(self) -> int:
     return int(self.rgb.shape[0])
@@ -158,18 +168,37 @@ def resize_frames(frames: FrameSet, size: int) -> FrameSet:
   pool = lambda x: area_downscale(x, size)
   f = h // size
   scale = np.diag([1.0 / f, 1.0 / f, 1.0]).astype(np.float32)
+  masks = None if frames.masks is None else (pool(frames.masks) > 0.5).astype(np.float32)
   return dataclasses.replace(frames, rgb=pool(frames.rgb),
-                             mask=(pool(frames.mask) > 0.5).astype(np.float32),
+                             mask=(pool(frames.mask) > 0.5).astype(np.float32), masks=masks,
                              intrinsics=np.einsum("ij,njk->nik", scale, frames.intrinsics))
 
 
+def neighbour_index(identity: np.ndarray, frame: np.ndarray, context: int) -> np.ndarray:
+  """int [N, 2K+1]: for frames in time order, the positions of each frame's K neighbours on
+  either side within its run (consecutive ``frame`` indices of one identity), clamped at the
+  run's ends (a gap or a new identity starts a new run)."""
+  n = len(frame)
+  new_run = np.ones(n, bool)
+  new_run[1:] = (identity[1:] != identity[:-1]) | (frame[1:] != frame[:-1] + 1)
+  run = np.cumsum(new_run) - 1
+  starts = np.flatnonzero(new_run)
+  ends = np.append(starts[1:], n) - 1
+  offsets = np.arange(-context, context + 1)
+  return np.clip(np.arange(n)[:, None] + offsets, starts[run][:, None], ends[run][:, None])
+
+
 def load_frames(builder, split: str, identities: tuple[int, ...],
-                max_frames_per_identity: int = 0, image_size: int = 0) -> FrameSet:
+                max_frames_per_identity: int = 0, image_size: int = 0,
+                audio_context: int = -1) -> FrameSet:
   """Reads the frames of ``identities`` from a split into host memory as a FrameSet, in time
   order within each identity (one pass over the split).
 
   ``max_frames_per_identity`` > 0 keeps only each identity's first frames (in time order), the
   few-shot setting of personalisation. ``image_size`` > 0 downscales (``resize_frames``).
+  ``audio_context`` K >= 0 also reads what audio-driven models need: ``audio`` (the dataset's
+  per-frame ``audio_features`` window of each frame and its K neighbours, ``neighbour_index``),
+  ``blink`` and all region ``masks``.
   """
   source = builder.as_data_source(split=split)
   wanted = set(identities)
@@ -187,6 +216,13 @@ def load_frames(builder, split: str, identities: tuple[int, ...],
   if not records:
     raise ValueError(f"split {split!r} of {builder.name} has no frames of identities {identities}")
   arrays = {k: np.stack([np.asarray(r[k]) for r in records]) for k in FRAME_KEYS}
+  extras = {}
+  if audio_context >= 0:
+    feats = np.stack([np.asarray(r["audio_features"], np.float32) for r in records])
+    extras["audio"] = feats[neighbour_index(arrays["identity"], arrays["frame"], audio_context)]
+    extras["blink"] = (np.stack([np.asarray(r["blink"]) for r in records]) if "blink" in records[0]
+                       else arrays["expression"][:, list(synthetic.BLINK_COMPONENTS)]).astype(np.float32)
+    extras["masks"] = arrays["masks"].astype(np.float32)
   return resize_frames(FrameSet(
       rgb=arrays["rgb"].astype(np.float32) / 255.0,
       rotation=arrays["rotation"].astype(np.float32),
@@ -195,7 +231,7 @@ def load_frames(builder, split: str, identities: tuple[int, ...],
       identity=arrays["identity"].astype(np.int32),
       frame=arrays["frame"].astype(np.int32),
       expression=arrays["expression"].astype(np.float32),
-      mask=arrays["masks"][..., 0].astype(np.float32)), image_size)
+      mask=arrays["masks"][..., 0].astype(np.float32), **extras), image_size)
 
 
 def load_audio(builder, split: str, identity: int) -> np.ndarray:
@@ -270,7 +306,11 @@ def frame_rays(frames: FrameSet, index: int, pixels: np.ndarray | None = None) -
 def _ray_batch(frames: FrameSet, frame_idx: np.ndarray, flat: np.ndarray, pix: np.ndarray,
                h: int, w: int) -> dict[str, np.ndarray]:
   dirs = camera_directions(frames.intrinsics[frame_idx], pix)
-  return {
+  extras = {}
+  if frames.audio is not None:
+    extras = {"audio": frames.audio[frame_idx], "blink": frames.blink[frame_idx],
+              "masks": frames.masks.reshape(len(frames), h * w, -1)[frame_idx, flat]}
+  return {**extras,
       "origins": np.zeros_like(dirs),
       "directions": dirs,
       "rotation": frames.rotation[frame_idx],
@@ -348,6 +388,7 @@ def this_process(process_index: int | None, process_count: int | None, units: in
 
 class RayData:
   """Ray batches for NeRF models (see module docstring)."""
+  audio_context = -1   # >= 0: frames carry audio windows, blink and masks (``load_frames``)
 
   def __init__(self, config: ml_collections.ConfigDict, *, process_index: int | None = None,
                process_count: int | None = None):
@@ -364,7 +405,8 @@ class RayData:
     few_shot = int(config.get("personalise", {}).get("num_frames", 0)) if int(
         config.get("personalise", {}).get("identity", -1)) >= 0 else 0
     self.train_frames = load_frames(self.builder, split, train_identities(config), few_shot,
-                                    image_size=int(dc.get("image_size", 0)))
+                                    image_size=int(dc.get("image_size", 0)),
+                                    audio_context=self.audio_context)
     num_frames = int(self.metadata.get("num_frames", 0))
     if num_frames > num_frame_codes(config):
       raise ValueError(f"the dataset has {num_frames} frames but config.data.num_frames="
@@ -378,9 +420,12 @@ class RayData:
         .shuffle(seed=seed)
         .repeat()
         .batch(local_frames, drop_remainder=True)
-        .random_map(_SampleRays(self.train_frames, head_pixels, dc.rays_per_frame,
-                                dc.head_fraction), seed=seed + 1))
+        .random_map(self._sampler(head_pixels), seed=seed + 1))
     self.train_batch = StepBatches(self._dataset)
+
+  def _sampler(self, head_pixels: list[np.ndarray]):
+    dc = self.config.data
+    return _SampleRays(self.train_frames, head_pixels, dc.rays_per_frame, dc.head_fraction)
 
   @functools.cached_property
   def background_estimate(self) -> np.ndarray:
@@ -391,24 +436,70 @@ class RayData:
 
   @functools.cached_property
   def eval_data(self) -> dict[str, FrameSet]:
-    return eval_frame_sets(self.config, self.builder)
+    return eval_frame_sets(self.config, self.builder, audio_context=self.audio_context)
+
+
+# Per-frame fields of a frame-ray batch; every other field is per ray, [F, R, ...].
+FRAME_FIELDS = ("rotation", "translation", "intrinsics", "identity", "frame", "expression",
+                "audio", "blink")
+
+
+def frame_ray_batch(flat: dict[str, np.ndarray], num_frames: int) -> dict[str, np.ndarray]:
+  """A flat ray batch of ``num_frames`` frames (rays grouped by frame, ``_ray_batch`` order) ->
+  per-frame fields [F, ...] and per-ray fields [F, R, ...]: one batch axis, the frames, so that
+  sharding over devices keeps each frame's rays with its conditions."""
+  out = {}
+  for k, v in flat.items():
+    v = v.reshape((num_frames, -1) + v.shape[1:])
+    out[k] = v[:, 0] if k in FRAME_FIELDS else v
+  return out
+
+
+class _SampleFrameRays(_SampleRays):
+  """grain random map for ``FrameRayData``: like ``_SampleRays``, plus each ray's region masks
+  and each frame's audio window and blink, grouped by frame."""
+
+  def __call__(self, frame_group: np.ndarray, rng: np.random.Generator) -> dict:
+    flat = super().__call__(frame_group, rng)
+    group = np.asarray(frame_group)
+    return frame_ray_batch(flat, len(group))
+
+
+class FrameRayData(RayData):
+  """Batch kind ``'frame_rays'`` (audio-driven NeRF models, LokiTalk): ``frames_per_batch``
+  frames per step, each with ``rays_per_frame`` rays; per-frame ``audio`` [F, 2K+1, W, M]
+  (``config.model.audio_context`` = K), ``blink`` [F, 2], pose, identity, frame; per-ray
+  [F, R, ...] origins, directions, pixel, rgb, mask and region ``masks`` (``MASK_NAMES``).
+  The global batch size is counted in frames."""
+
+  def __init__(self, config: ml_collections.ConfigDict, **kwargs):
+    self.audio_context = int(config.model.audio_context)
+    super().__init__(config, **kwargs)
+    self.global_batch_size = int(config.data.frames_per_batch)
+
+  def _sampler(self, head_pixels: list[np.ndarray]):
+    dc = self.config.data
+    return _SampleFrameRays(self.train_frames, head_pixels, dc.rays_per_frame, dc.head_fraction)
 
 
 def _sample_evenly(n: int, k: int) -> np.ndarray:
   return np.unique(np.linspace(0, n - 1, num=min(n, k)).round().astype(int))
 
 
-def eval_frame_sets(config: ml_collections.ConfigDict, builder) -> dict[str, FrameSet]:
-  """Named held-out FrameSets: 'heldout', and for synthetic data 'transfer' and 'novel_view'."""
+def eval_frame_sets(config: ml_collections.ConfigDict, builder,
+                    audio_context: int = -1) -> dict[str, FrameSet]:
+  """Named held-out FrameSets: 'heldout', and for synthetic data 'transfer' and 'novel_view'
+  (not for audio-driven models, ``audio_context`` >= 0, which do not take expressions)."""
   ec = config.eval
   ids = train_identities(config)
-  test = load_frames(builder, "test", ids, image_size=int(config.data.get("image_size", 0)))
+  test = load_frames(builder, "test", ids, image_size=int(config.data.get("image_size", 0)),
+                     audio_context=audio_context)
   keep = np.concatenate([np.flatnonzero(test.identity == i)[
       _sample_evenly(int((test.identity == i).sum()), ec.frames_per_identity)] for i in ids])
   heldout = test.take(keep)
   heldout = dataclasses.replace(heldout, frame=np.full_like(heldout.frame, -1))
   sets = {"heldout": heldout}
-  if config.data.name == "synthetic_talking_heads":
+  if config.data.name == "synthetic_talking_heads" and audio_context < 0:
     sets.update(synthetic_ground_truth_sets(config, builder, heldout))
   return sets
 
@@ -422,7 +513,6 @@ def synthetic_ground_truth_sets(config, builder, heldout: FrameSet) -> dict[str,
   reference of the identity-leakage metric, ``metrics.colour_leakage``). novel_view: each identity at ``config.eval.novel_view_yaws`` (degrees, may lie beyond
   the training range) with a frontal, centred head.
   """
-  from minerf_jax.data import synthetic
   from minerf_jax.data.builders import synthetic_talking_heads as sth
   meta = dict(builder.info.metadata)
   ids = sorted(set(heldout.identity.tolist()))
@@ -467,6 +557,8 @@ def build(config: ml_collections.ConfigDict, **kwargs) -> Any:
   kind = models.batch_spec(config)
   if kind == "rays":
     return RayData(config, **kwargs)
+  if kind == "frame_rays":
+    return FrameRayData(config, **kwargs)
   if kind == "pairs":
     from minerf_jax.data import pairs
     return pairs.PairData(config, **kwargs)

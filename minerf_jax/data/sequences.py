@@ -31,9 +31,10 @@ import ml_collections
 import numpy as np
 
 from minerf_jax.audio import features as features_lib
+from minerf_jax.data import synthetic
 
 HELDOUT_SPEAKER_BASE = 1000
-SYNTHETIC_BLINK = (2, 3)     # blink_left, blink_right in synthetic.EXPRESSION_NAMES
+SYNTHETIC_BLINK = synthetic.BLINK_COMPONENTS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +53,6 @@ class Sequence:
 
 def synthetic_sequences(data: ml_collections.ConfigDict, split: str) -> list[Sequence]:
   """Generator sequences: split 'train' | 'test' | 'speech' (held-out speakers)."""
-  from minerf_jax.data import synthetic  # pylint: disable=g-import-not-at-top
   fps, sr = float(data.get("fps", 25)), features_lib.SAMPLE_RATE
   total = int(data.speech_frames)
   cut = int(round(total * (1.0 - float(data.get("test_fraction", 0.1)))))

@@ -70,6 +70,7 @@ GENERATOR_VERSION = "3"      # bump whenever render()/sample_sequence() output c
 
 EXPRESSION_NAMES = ("jaw_open", "smile", "blink_left", "blink_right", "brow_raise")
 EXPRESSION_RANGES = ((0.0, 1.0), (0.0, 1.0), (0.0, 1.0), (0.0, 1.0), (-1.0, 1.0))
+BLINK_COMPONENTS = (2, 3)   # blink_left, blink_right: the blink signal of the synthetic data
 
 FOCAL_SCALE = 1.4           # fx = fy = FOCAL_SCALE * resolution
 HEAD_DISTANCE = 5.0         # depth of the neck pivot (head origin) at zero translation

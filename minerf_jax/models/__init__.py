@@ -13,7 +13,7 @@ Every system implements the same small seam so one training loop serves all of t
 
 ``batch_spec(config)`` (a module-level function of each model file) names the batch kind the
 data pipeline must deliver ('rays' for NeRF models, 'pairs' for 2-D animation models,
-'sequences' for audio-to-expression).
+'sequences' for audio-to-expression, 'frame_rays' for audio-driven NeRFs).
 """
 from __future__ import annotations
 
@@ -45,6 +45,7 @@ _REGISTRY: dict[str, str] = {
     "mcnet": "minerf_jax.models.mcnet:MCNet",
     "mrfa": "minerf_jax.models.mrfa:MRFA",
     "audio2exp": "minerf_jax.models.audio2exp:Audio2Exp",
+    "lokitalk": "minerf_jax.models.lokitalk:LokiTalk",
 }
 _EXTRA: dict[str, tuple[Callable[..., Model], str]] = {}
 

@@ -279,17 +279,7 @@ class MINeRF:
   def initialize_from_data(self, params, data):
     """Starts the background from the data's per-identity background estimate (a static camera
     sees the same wall and torso in every frame); a learned background then only refines it."""
-    estimate = getattr(data, "background_estimate", None)
-    if estimate is None:
-      return params
-    estimate = np.clip(np.asarray(estimate, np.float32), 1e-3, 1 - 1e-3)
-    if self.net.background == "constant":
-      estimate = estimate.mean((1, 2))
-    logits = np.log(estimate) - np.log1p(-estimate)
-    if logits.shape != params["background"].shape:
-      raise ValueError(f"background estimate {logits.shape} does not match the model's "
-                       f"{params['background'].shape}: config.data.resolution differs?")
-    return {**params, "background": jnp.asarray(logits)}
+    return background_from_data(params, data, self.net.background == "constant")
 
   def trainable(self, params):
     pc = self.config.personalise
@@ -304,28 +294,53 @@ class MINeRF:
     New identity-code rows start at the mean of the trained codes, new background and latent
     rows keep their fresh (data-driven) values; every other parameter must match in shape.
     """
-    flat_new = _flatten(params)
-    flat_old = _flatten(pretrained)
-    missing = sorted(set(flat_new) - set(flat_old))
-    if missing:
-      raise ValueError(f"init_from checkpoint has no parameter {missing[0]!r}: it was trained "
-                       "with another model or model config")
-    merged = {}
-    for path, new in flat_new.items():
-      old = np.asarray(flat_old[path])
-      if old.shape == new.shape:
-        merged[path] = jnp.asarray(old, new.dtype)
-      elif path[0] in IDENTITY_SPECIFIC and old.shape[1:] == new.shape[1:] and (
-          old.shape[0] <= new.shape[0]):
-        rows = np.asarray(new).copy()
-        rows[:old.shape[0]] = old
-        if path[0] == "identity_codes":  # new people start at the mean identity; new
-          rows[old.shape[0]:] = old.mean(0)  # backgrounds keep their data-driven init
-        merged[path] = jnp.asarray(rows, new.dtype)
-      else:
-        raise ValueError(f"init_from parameter {'/'.join(path)!r} has shape {old.shape} but "
-                         f"this config builds {tuple(new.shape)}")
-    return _unflatten(merged)
+    return merge_pretrained(params, pretrained, IDENTITY_SPECIFIC, ("identity_codes",))
+
+
+def background_from_data(params, data, constant: bool = False):
+  """``params['background']`` (logits) set from ``data.background_estimate`` when the data has
+  one ([num_identities, H, W, 3]; its per-identity mean colour when ``constant``)."""
+  estimate = getattr(data, "background_estimate", None)
+  if estimate is None:
+    return params
+  estimate = np.clip(np.asarray(estimate, np.float32), 1e-3, 1 - 1e-3)
+  if constant:
+    estimate = estimate.mean((1, 2))
+  logits = np.log(estimate) - np.log1p(-estimate)
+  if logits.shape != params["background"].shape:
+    raise ValueError(f"background estimate {logits.shape} does not match the model's "
+                     f"{params['background'].shape}: config.data.resolution differs?")
+  return {**params, "background": jnp.asarray(logits)}
+
+
+def merge_pretrained(params, pretrained, growable: tuple[str, ...],
+                     mean_init: tuple[str, ...] = ()):
+  """Copies a checkpoint into fresh ``params``. Tables under ``growable`` collections may gain
+  rows (new identities): the old rows are copied, new rows keep their fresh values, or start at
+  the mean of the old rows for collections in ``mean_init``. Every other parameter must match
+  in shape; a parameter missing from the checkpoint is an error naming it."""
+  flat_new = _flatten(params)
+  flat_old = _flatten(pretrained)
+  missing = sorted(set(flat_new) - set(flat_old))
+  if missing:
+    raise ValueError(f"init_from checkpoint has no parameter {'/'.join(missing[0])!r}: it was "
+                     "trained with another model or model config")
+  merged = {}
+  for path, new in flat_new.items():
+    old = np.asarray(flat_old[path])
+    if old.shape == new.shape:
+      merged[path] = jnp.asarray(old, new.dtype)
+    elif path[0] in growable and old.shape[1:] == new.shape[1:] and (
+        old.shape[0] <= new.shape[0]):
+      rows = np.asarray(new).copy()
+      rows[:old.shape[0]] = old
+      if path[0] in mean_init:
+        rows[old.shape[0]:] = old.mean(0)
+      merged[path] = jnp.asarray(rows, new.dtype)
+    else:
+      raise ValueError(f"init_from parameter {'/'.join(path)!r} has shape {old.shape} but "
+                       f"this config builds {tuple(new.shape)}")
+  return _unflatten(merged)
 
 
 def first_layer_stds(net: MINeRFNet, params, batch: dict) -> tuple[float, float]:

@@ -154,13 +154,17 @@ def composite(sigma: jax.Array, rgb: jax.Array, t: jax.Array, far: jax.Array) ->
           "weights": weights}
 
 
-FieldFn = Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
+FieldFn = Callable[[jax.Array, jax.Array], tuple[jax.Array, ...]]
 
 
 def _shade(field_fn: FieldFn, origins, directions, t, far, hit, background_rgb) -> dict:
-  """Evaluates the field at depths ``t`` and composites over the background."""
+  """Evaluates the field at depths ``t`` and composites over the background.
+
+  A field may return a third value, per-sample features ``aux`` [..., S, A] (region weights,
+  offsets); their weighted sum along the ray ``sum w_i aux_i`` is returned as ``aux``.
+  """
   points = origins[..., None, :] + t[..., None] * directions[..., None, :]
-  sigma, rgb = field_fn(points, directions)
+  sigma, rgb, *aux = field_fn(points, directions)
   # Missed rays: zero density, and zero colour too so that a non-finite field value there
   # cannot leak into the composite (0 * nan = nan).
   sigma = jnp.where(hit[..., None], sigma, 0.0)
@@ -168,6 +172,9 @@ def _shade(field_fn: FieldFn, origins, directions, t, far, hit, background_rgb) 
   out = composite(sigma, rgb, t, far)
   out["rgb"] = out["rgb"] + (1.0 - out["acc"][..., None]) * background_rgb
   out["t"] = t
+  if aux:
+    a = jnp.where(hit[..., None, None], aux[0], 0.0)
+    out["aux"] = jnp.sum(out["weights"][..., None] * a, -2)
   return out
 
 
@@ -188,7 +195,8 @@ def render_rays(field_fn: FieldFn, rng: jax.Array | None, origins: jax.Array,
 
   Returns ``rgb``, ``depth``, ``acc``, ``weights``, ``t`` of the final pass and ``coarse_rgb``,
   ``coarse_depth``, ``coarse_acc``, ``coarse_weights`` (the final pass is the coarse pass when
-  ``num_fine == 0``).
+  ``num_fine == 0``); with a field that returns per-sample ``aux`` features (see ``_shade``),
+  also their composite ``aux`` [..., A] of the final pass.
   """
   if randomized and rng is None:
     raise ValueError("render_rays(randomized=True) needs an rng")
@@ -205,6 +213,10 @@ def render_rays(field_fn: FieldFn, rng: jax.Array | None, origins: jax.Array,
     t_fine = sample_pdf(rng_f, bins, coarse["weights"], num_fine, randomized)
     t_all = jnp.sort(jnp.concatenate([t, t_fine], -1), -1)
     out = _shade(field_fn, origins, directions, t_all, far, hit, background_rgb)
-  return {"rgb": out["rgb"], "depth": out["depth"], "acc": out["acc"], "weights": out["weights"],
-          "t": out["t"], "coarse_rgb": coarse["rgb"], "coarse_depth": coarse["depth"],
-          "coarse_acc": coarse["acc"], "coarse_weights": coarse["weights"]}
+  result = {"rgb": out["rgb"], "depth": out["depth"], "acc": out["acc"],
+            "weights": out["weights"], "t": out["t"], "coarse_rgb": coarse["rgb"],
+            "coarse_depth": coarse["depth"], "coarse_acc": coarse["acc"],
+            "coarse_weights": coarse["weights"]}
+  if "aux" in out:
+    result["aux"] = out["aux"]
+  return result

@@ -1,0 +1,290 @@
+"""LokiTalk: deformation fields, identity hyper-networks, frame-ray data and the model seam."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from configs import lokitalk as lokitalk_config
+from minerf_jax import models
+from minerf_jax.data import pipeline
+from minerf_jax.models import lokitalk
+from minerf_jax.nerf import deform
+from minerf_jax.nerf import encoding
+from minerf_jax.train import parallel
+from minerf_jax.train import state as state_lib
+
+
+def _config(data_dir, **overrides):
+  config = lokitalk_config.get_config("test")
+  config.data.data_dir = data_dir
+  config.update_from_flattened_dict(overrides)
+  return config
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp("tfds"))
+
+
+@pytest.fixture(scope="module")
+def setup(data_dir):
+  config = _config(data_dir)
+  data = pipeline.build(config)
+  model = models.build(config)
+  params = model.initialize_from_data(model.init(jax.random.key(0), data.example_batch()), data)
+  return config, data, model, params
+
+
+# ------------------------------------------------------------------------------ deformation
+
+
+def _face(regions=True, adapter="film"):
+  return deform.FaceDeformation(encoding.PositionalEncoding(0, 2), width=16, regions=regions,
+                                adapter=adapter)
+
+
+def _random_params(params, key, scale=0.5):
+  leaves, tree = jax.tree.flatten(params)
+  keys = jax.random.split(key, len(leaves))
+  return jax.tree.unflatten(tree, [scale * jax.random.normal(k, x.shape)
+                                   for k, x in zip(keys, leaves)])
+
+
+@pytest.mark.parametrize("regions", [True, False])
+@pytest.mark.parametrize("adapter", ["film", "lowrank"])
+def test_deformation_is_zero_at_neutral_inputs(regions, adapter):
+  face = _face(regions, adapter)
+  x = jax.random.uniform(jax.random.key(0), (3, 5, 7, 3), minval=-1, maxval=1)
+  conds = {"lips": jnp.ones((3, 1, 4)), "eyes": jnp.ones((3, 1, 2)), "head": jnp.ones((3, 1, 9))}
+  z = jax.random.normal(jax.random.key(1), (3, 1, 6))
+  params = _random_params(face.init(jax.random.key(2), x, conds, z), jax.random.key(3))
+  neutral = {k: jnp.zeros_like(v) for k, v in conds.items()}
+  x_c, offset, weights = face.apply(params, x, neutral, z)
+  np.testing.assert_array_equal(np.asarray(offset), 0.0)      # exactly, not approximately
+  np.testing.assert_array_equal(np.asarray(x_c), np.asarray(x))
+  np.testing.assert_allclose(np.asarray(weights).sum(-1), 1.0, rtol=1e-6)
+  _, moved, _ = face.apply(params, x, conds, z)
+  assert np.abs(np.asarray(moved)).mean() > 1e-3
+  assert np.abs(np.asarray(moved)).max() <= 0.25 + 1e-6       # deform_scale bounds a branch
+
+
+def test_each_branch_moves_points_only_through_its_region_weight():
+  """With the region weights pinned to one-hot 'eyes', the audio moves nothing and the blink
+  moves the points."""
+  face = _face()
+  x = jax.random.uniform(jax.random.key(0), (2, 4, 6, 3), minval=-1, maxval=1)
+  conds = {"lips": jnp.ones((2, 1, 4)), "eyes": jnp.zeros((2, 1, 2)), "head": jnp.zeros((2, 1, 9))}
+  params = _random_params(face.init(jax.random.key(2), x, conds, None), jax.random.key(3))
+  logits = params["params"]["region_logits"]
+  eyes = deform.REGIONS.index("eyes")
+  params["params"]["region_logits"] = {
+      "kernel": jnp.zeros_like(logits["kernel"]),
+      "bias": jnp.zeros_like(logits["bias"]).at[eyes].set(100.0)}
+  _, offset, weights = face.apply(params, x, conds, None)
+  assert float(np.asarray(weights)[..., eyes].min()) > 1 - 1e-6
+  assert np.abs(np.asarray(offset)).max() < 1e-6
+  blink = {**conds, "lips": jnp.zeros((2, 1, 4)), "eyes": jnp.ones((2, 1, 2))}
+  _, offset, _ = face.apply(params, x, blink, None)
+  assert np.abs(np.asarray(offset)).mean() > 1e-3
+
+
+def test_identity_adapter_is_the_identity_at_a_zero_code():
+  u = jax.random.normal(jax.random.key(0), (3, 5, 8))
+  for kind in ("film", "lowrank"):
+    adapter = deform.IdentityAdapter(kind)
+    z = jax.random.normal(jax.random.key(1), (3, 4))
+    params = _random_params(adapter.init(jax.random.key(2), u, z), jax.random.key(3))
+    np.testing.assert_array_equal(np.asarray(adapter.apply(params, u, jnp.zeros_like(z))),
+                                  np.asarray(u))
+    assert np.abs(np.asarray(adapter.apply(params, u, z) - u)).mean() > 1e-2
+    np.testing.assert_array_equal(np.asarray(adapter.apply(params, jnp.zeros_like(u), z)), 0.0)
+  with pytest.raises(ValueError, match="model.hyper"):
+    deform.IdentityAdapter("hyper").init(jax.random.key(0), u, z)
+
+
+def test_torso_field_offset_is_zero_at_the_neutral_pose():
+  torso = deform.TorsoField(encoding.TriplaneHashEncoding(planes=("xy",), num_levels=2,
+                                                          log2_table_size=8, max_resolution=16),
+                            encoding.PositionalEncoding(0, 2), width=16)
+  uv = jax.random.uniform(jax.random.key(0), (2, 7, 2), minval=-1, maxval=1)
+  pose = jnp.ones((2, 1, 9))
+  params = _random_params(torso.init(jax.random.key(1), uv, pose), jax.random.key(2))
+  rgb, alpha, offset = torso.apply(params, uv, jnp.zeros_like(pose))
+  np.testing.assert_array_equal(np.asarray(offset), 0.0)
+  assert rgb.shape == (2, 7, 3) and alpha.shape == (2, 7)
+  assert 0 < float(alpha.min()) and float(alpha.max()) < 1
+  _, _, moved = torso.apply(params, uv, pose)
+  assert np.abs(np.asarray(moved)).mean() > 1e-4
+
+
+# ------------------------------------------------------------------------------ data
+
+
+def test_neighbour_index_stays_inside_runs():
+  identity = np.array([0, 0, 0, 0, 1, 1, 1])
+  frame = np.array([0, 1, 2, 5, 10, 11, 12])           # a gap after frame 2; a new identity
+  idx = pipeline.neighbour_index(identity, frame, 1)
+  np.testing.assert_array_equal(idx, [[0, 0, 1], [0, 1, 2], [1, 2, 2], [3, 3, 3],
+                                      [4, 4, 5], [4, 5, 6], [5, 6, 6]])
+
+
+def test_frame_ray_batches(setup):
+  config, data, _, _ = setup
+  batch = data.train_batch(3)
+  f, r = config.data.frames_per_batch, config.data.rays_per_frame
+  k = config.model.audio_context
+  assert batch["audio"].shape == (f, 2 * k + 1, 16, 40)
+  assert batch["directions"].shape == (f, r, 3) and batch["masks"].shape == (f, r, 4)
+  assert batch["blink"].shape == (f, 2) and batch["rotation"].shape == (f, 3, 3)
+  assert data.global_batch_size == f
+  np.testing.assert_array_equal(data.train_batch(3)["rgb"], batch["rgb"])   # pure in the step
+  # Each frame's audio window is the stored features of it and its neighbours.
+  frames = data.train_frames
+  n = int(np.flatnonzero(frames.frame == batch["frame"][0])[0])
+  np.testing.assert_array_equal(batch["audio"][0], frames.audio[n])
+  idx = pipeline.neighbour_index(frames.identity, frames.frame, k)[n]
+  assert frames.frame[idx[k]] == batch["frame"][0]
+  # The blink of synthetic frames is the expression's blink components.
+  np.testing.assert_array_equal(batch["blink"], batch["expression"][:, 2:4])
+
+
+# ------------------------------------------------------------------------------ the model
+
+
+def _jit_apply(model):
+  return jax.jit(lambda p, b: model.net.apply({"params": p}, b, None, False, model.silence))
+
+
+def _frame_batch(data, n=2):
+  return {k: jnp.asarray(v[:n]) for k, v in data.train_batch(0).items()}
+
+
+def test_neutral_frame_has_zero_offsets_everywhere(setup):
+  config, data, model, params = setup
+  params = jax.tree.map(lambda x: x, params)
+  batch = _frame_batch(data)
+  neutral = {**batch, "audio": jnp.broadcast_to(model.silence, batch["audio"].shape),
+             "blink": jnp.zeros_like(batch["blink"]),
+             "rotation": jnp.broadcast_to(jnp.eye(3), batch["rotation"].shape)}
+  apply = _jit_apply(model)
+  out = apply(params, neutral)
+  np.testing.assert_array_equal(np.asarray(out["offset_sq"]), 0.0)
+  np.testing.assert_array_equal(np.asarray(out["torso_offset"]), 0.0)
+  out = apply(params, batch)
+  assert float(np.asarray(out["offset_sq"]).max()) > 0
+
+
+def test_zero_identity_code_is_the_generic_model(setup):
+  """The film model at z = 0 renders what the same network without any hyper-network renders
+  (hyper='none' and no canonical/torso identity paths taking effect)."""
+  config, data, model, params = setup
+  batch = _frame_batch(data)
+  params = _random_params(params, jax.random.key(5), 0.3)
+  zero = {**batch, "identity_code": jnp.zeros((2, config.model.identity_dim))}
+  apply = _jit_apply(model)
+  film = apply(params, zero)["rgb"]
+  generic_cfg = _config(config.data.data_dir, **{"model.hyper": "none"})
+  generic = models.build(generic_cfg)
+  shapes = jax.eval_shape(lambda: generic.net.init(jax.random.key(0), batch, None, False,
+                                                   generic.silence)["params"])
+  shared = _prune(params, shapes)
+  assert _count(shared) < _count(params)              # the hyper-networks are gone
+  plain = _jit_apply(generic)(shared, zero)["rgb"]
+  np.testing.assert_allclose(np.asarray(film), np.asarray(plain), rtol=1e-6, atol=1e-7)
+  # A non-zero code changes the render (the hyper-networks do something).
+  some = {**batch, "identity_code": jnp.ones((2, config.model.identity_dim))}
+  other = apply(params, some)["rgb"]
+  assert np.abs(np.asarray(other - film)).mean() > 1e-4
+
+
+def _prune(tree, like):
+  return {k: (_prune(tree[k], v) if isinstance(v, dict) else tree[k]) for k, v in like.items()}
+
+
+def _count(tree):
+  return sum(int(np.size(x)) for x in jax.tree.leaves(tree))
+
+
+def test_ablations_build_other_models(setup):
+  config, data, _, params = setup
+  batch = _frame_batch(data)
+  for key, value, gone in (("model.regions", "off", ("face", "lips_branch")),
+                           ("model.cascade", "off", ("torso",)),
+                           ("model.transfer", "off", ("id_encoder",))):
+    model = models.build(_config(config.data.data_dir, **{key: value}))
+    p = jax.eval_shape(lambda m=model: m.net.init(jax.random.key(0), batch, None, False,
+                                                  m.silence)["params"])
+    node = p
+    for name in gone[:-1]:
+      node = node[name]
+    assert gone[-1] not in node, (key, value)
+    assert jax.eval_shape(model.loss, p, batch, jax.random.key(1), 0)[0].shape == ()
+  one_branch = models.build(_config(config.data.data_dir, **{"model.regions": "off"}))
+  p = one_branch.init(jax.random.key(0), batch)
+  assert "global_branch" in p["face"] and "region_logits" not in p["face"]
+  loss, metrics = jax.jit(one_branch.loss)(p, batch, jax.random.key(1), 0)
+  assert np.isfinite(float(loss)) and np.isfinite(float(metrics["psnr"]))
+  with pytest.raises(ValueError, match="model.regions"):
+    models.build(_config(config.data.data_dir, **{"model.regions": "maybe"}))
+  assert "references" in params and not models.build(config).trainable(params)["references"]
+
+
+def test_gradients_reach_every_trainable_part(setup):
+  config, data, model, params = setup
+  batch = {k: jnp.asarray(v) for k, v in data.train_batch(0).items()}
+  batch["blink"] = jax.random.uniform(jax.random.key(8), batch["blink"].shape)  # some blinks
+  params = _random_params(params, jax.random.key(7), 0.1)
+  params = {**params, "references": jnp.asarray(
+      lokitalk.reference_frames(data.train_frames, params["references"].shape))}
+  grads = jax.jit(jax.grad(lambda p: model.loss(p, batch, jax.random.key(1), 0)[0]))(params)
+  trainable = model.trainable(params)
+  for name in ("audio_frames", "audio_pool", "face", "field", "encoding", "id_encoder",
+               "identity_codes", "canonical_hyper", "torso", "torso_encoding", "background"):
+    assert trainable[name] and sum(float(np.abs(g).sum()) for g in jax.tree.leaves(
+        grads[name])) > 0, name
+  for branch in ("lips_branch", "eyes_branch", "head_branch"):
+    g = grads["face"][branch]["gate"]["kernel"]
+    assert float(np.abs(g).sum()) > 0, branch
+
+
+def test_eight_devices_equal_one_device(setup):
+  assert jax.device_count() == 8
+  config, data, _, params = setup
+  config = _config(config.data.data_dir, **{"model.randomized": False})
+  model = models.build(config)
+  tx = optax.adam(1e-2)
+  rng = jax.random.key_data(jax.random.key(0))
+  results = {}
+  # (pmap is tested on MI-NeRF's step; its losses are means too, so that it agrees.)
+  for name, strategy, devices in (("jit1", "jit", jax.devices()[:1]),
+                                  ("jit8", "jit", jax.devices())):
+    mesh = parallel.make_mesh(devices)
+    step = parallel.make_train_step(model, tx, strategy, mesh)
+    fresh = jax.tree.map(np.array, params)
+    state = step.put_state(state_lib.TrainState.create(fresh, tx, np.array(rng)))
+    for s in range(2):
+      state, _ = step(state, step.put_batch(data.train_batch(s)))
+    results[name] = jax.device_get(step.get_state(state).params)
+  for name in ("jit8",):
+    jax.tree_util.tree_map_with_path(
+        lambda path, a, b, name=name: np.testing.assert_allclose(
+            a, b, rtol=2e-5, atol=2e-6, err_msg=f"{name} {jax.tree_util.keystr(path)}"),
+        results[name], results["jit1"])
+
+
+def test_render_and_evaluate(setup):
+  _, data, model, params = setup
+  heldout = data.eval_data["heldout"]
+  assert heldout.audio is not None and "transfer" not in data.eval_data
+  out = model.render_frames(params, heldout)
+  assert out["rgb"].shape == heldout.rgb.shape
+  np.testing.assert_allclose(out["regions"].sum(-1)[out["acc"] > 0.05], 1.0, rtol=1e-4)
+  results = model.evaluate(params, data.eval_data)
+  for key in ("heldout/psnr", "heldout/face_psnr", "heldout/lips_psnr", "heldout/eyes_psnr",
+              "heldout/region_recall_lips"):
+    assert np.isfinite(results[key]), key
+  with pytest.raises(ValueError, match="audio_context"):
+    model.render_frames(params, pipeline.FrameSet(**{
+        **{f: getattr(heldout, f) for f in ("rgb", "rotation", "translation", "intrinsics",
+                                            "identity", "frame", "expression", "mask")}}))
