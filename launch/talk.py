@@ -1,8 +1,13 @@
-r"""Speech in, talking head out: drive an MI-NeRF identity with a speech file.
+r"""Speech in, talking head out: drive an MI-NeRF or LokiTalk identity with a speech file.
 
   python -m launch.talk --workdir=NERF_RUN --audio_model=A2E_RUN --audio=SPEECH \
       --identity=K --out=OUT.mp4 [--pose=still|from_video=VIDEO] [--expression_scale=1.0]
       [--blinks=schedule|video|none] [--scale=4] [--chunk=25]
+  python -m launch.talk --workdir=LOKITALK_RUN --audio=SPEECH --identity=K --out=OUT.mp4
+
+A LokiTalk run (``configs/lokitalk*.py``) is audio-driven itself: no ``--audio_model``; its lips
+follow the speech features, ``--expression_scale`` scales its lip branch's input, and its
+blinks follow the statistics of its own training frames.
 
 SPEECH: any audio PyAV decodes (wav, mp3, m4a, a video's sound), resampled to 16 kHz mono. The
 audio model (``configs/audio2exp*.py``) predicts the speech part of each frame's expression;
@@ -20,10 +25,12 @@ from absl import flags
 
 from launch import talking
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "MI-NeRF training run.", required=True)
-_AUDIO_MODEL = flags.DEFINE_string("audio_model", None, "Audio-to-expression run.", required=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "MI-NeRF or LokiTalk training run.",
+                               required=True)
+_AUDIO_MODEL = flags.DEFINE_string("audio_model", None,
+                                   "Audio-to-expression run (MI-NeRF runs only).")
 _AUDIO = flags.DEFINE_string("audio", None, "Speech file.", required=True)
-_IDENTITY = flags.DEFINE_integer("identity", 0, "Identity of the MI-NeRF run to drive.")
+_IDENTITY = flags.DEFINE_integer("identity", 0, "Identity of the run to drive.")
 _OUT = flags.DEFINE_string("out", None, "Output .mp4.", required=True)
 _POSE = flags.DEFINE_string("pose", "still", "still | from_video=VIDEO")
 _SCALE_EXPR = flags.DEFINE_float("expression_scale", 1.0,

@@ -1,8 +1,10 @@
-"""Videos of a trained MI-NeRF run (used by launch.render and launch.demo; defines no flags).
+"""Videos of a trained MI-NeRF or LokiTalk run (used by launch.render and launch.demo; defines
+no flags).
 
 * reconstruction: the identity's held-out frames, [ground truth | render], with its audio.
 * transfer: identity A driven by identity B's held-out expressions (A's own head poses),
-  [B driving | A render | A ground truth], with B's audio muxed in.
+  [B driving | A render | A ground truth], with B's audio muxed in. An audio-driven run
+  (LokiTalk) is driven by B's audio and blinks instead: A speaks B's speech.
 * orbit: a yaw sweep of the identity beyond the training poses, [render | ground truth].
 Ground-truth panels exist for the synthetic dataset, whose generator renders any identity with any
 expression and pose; on real videos (``talking_faces``) the transfer video is [B driving | A render]
@@ -37,7 +39,8 @@ def render_videos(workdir, out_dir, mode="all", identity=0, driver=1, scale=4, o
   written = {}
   synthetic_data = config.data.name == "synthetic_talking_heads"
   size = pipeline.image_size(config)
-  a = pipeline.load_frames(builder, "test", (identity,), image_size=size)
+  context = pipeline.audio_context(config)
+  a = pipeline.load_frames(builder, "test", (identity,), image_size=size, audio_context=context)
   a = dataclasses.replace(a, frame=np.full_like(a.frame, -1))
   if mode in ("all", "reconstruction"):
     pred = model.render_frames(params, a)["rgb"]
@@ -46,11 +49,13 @@ def render_videos(workdir, out_dir, mode="all", identity=0, driver=1, scale=4, o
         path, video.upscale(np.concatenate([a.rgb, pred], axis=2), scale), fps,
         pipeline.load_audio(builder, "test", identity), sample_rate)
   if mode in ("all", "transfer"):
-    b = pipeline.load_frames(builder, driver_split, (driver,), image_size=size)
+    b = pipeline.load_frames(builder, driver_split, (driver,), image_size=size,
+                             audio_context=context)
     n = len(b)  # B's whole held-out clip; A's held-out poses repeat (ping-pong) if shorter
     poses = np.concatenate([np.arange(len(a)), np.arange(len(a))[::-1]])[np.arange(n) % (
         2 * len(a))]
-    driven = dataclasses.replace(a.take(poses), expression=b.expression)
+    driven = dataclasses.replace(a.take(poses), expression=b.expression, audio=b.audio,
+                                 blink=b.blink)
     pred = model.render_frames(params, driven)["rgb"]
     panels = [b.rgb, pred] + ([_ground_truth(builder, driven)] if synthetic_data else [])
     audio = pipeline.load_audio(builder, driver_split, driver)[:int(n * sample_rate / fps)]

@@ -61,6 +61,17 @@ def a2e_test_run(minerf_demo_run, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def lokitalk_test_run(minerf_demo_run, tmp_path_factory):
+  """Workdir of configs/lokitalk.py:test trained with ``launch.train`` (the demo run's dataset:
+  the tiny configs share it)."""
+  _, _, data_dir = minerf_demo_run
+  workdir = str(tmp_path_factory.mktemp("lokitalk") / "run")
+  run_module("launch.train", "--config=configs/lokitalk.py:test", f"--workdir={workdir}",
+             data_dir=data_dir)
+  return workdir
+
+
+@pytest.fixture(scope="session")
 def tpsmm_test_run(tmp_path_factory):
   """(workdir, final TrainState) of configs/tpsmm.py:test trained on all 8 devices (once per
   session: the train step's compile is the expensive part)."""

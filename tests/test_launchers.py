@@ -110,7 +110,8 @@ def test_talk_bad_inputs_say_one_line_and_write_nothing(demo_run, a2e_run, tmp_p
       (dict(workdir=a2e_run), "is a run of model 'audio2exp'"),
       (dict(audio_model=workdir), "is a run of model 'minerf'"),
       (dict(identity=7), "identities 0..1"),
-      (dict(pose="from_video=" + mute), "needs an MI-NeRF run on real videos"),
+      (dict(pose="from_video=" + mute), "needs a run on real videos"),
+      (dict(audio_model=None), "takes expressions: pass --audio_model"),
   ]
   for overrides, message in cases:
     kw = dict(workdir=workdir, audio_model=a2e_run, audio=good, identity=0)
@@ -127,3 +128,38 @@ def test_talk_bad_inputs_say_one_line_and_write_nothing(demo_run, a2e_run, tmp_p
   assert proc.returncode != 0
   assert proc.stderr.strip().splitlines()[-1].startswith("talk: --audio=")
   assert not os.path.exists(out)
+
+
+# ----------------------------------------------------------------------------------------------
+# LokiTalk runs through the same launchers.
+
+
+def test_lokitalk_run_evaluates_renders_and_talks(demo_run, lokitalk_test_run, tmp_path):
+  from launch import talking  # pylint: disable=g-import-not-at-top
+  _, _, data_dir = demo_run
+  workdir = lokitalk_test_run
+  out_json = str(tmp_path / "metrics.json")
+  _run("launch.evaluate", f"--workdir={workdir}", f"--out={out_json}", data_dir=data_dir)
+  results = json.load(open(out_json))
+  for key in ("heldout/psnr", "heldout/lips_psnr", "heldout/eyes_psnr", "heldout/face_psnr",
+              "heldout/torso_neck_psnr", "heldout/region_recall_lips"):
+    assert np.isfinite(results[key]), key
+  out_dir = str(tmp_path / "videos")
+  _run("launch.render", f"--workdir={workdir}", f"--out_dir={out_dir}", "--mode=transfer",
+       "--scale=1", data_dir=data_dir)
+  transfer = video.read_video(os.path.join(out_dir, "transfer_id0_from_id1.mp4"))
+  assert transfer.frames.shape[1:] == (16, 48, 3) and transfer.audio is not None
+  speech = _speech(tmp_path / "speech.wav", 1.0)
+  out = str(tmp_path / "talk.mp4")
+  stdout = _run("launch.talk", f"--workdir={workdir}", f"--audio={speech}", "--identity=1",
+                f"--out={out}", "--scale=1", "--chunk=10", data_dir=data_dir)
+  m = re.search(r"TALK frames=(\d+) fps=25 seconds=([\d.]+)", stdout)
+  assert m and int(m.group(1)) == 25, stdout
+  clip = video.read_video(out)
+  assert clip.frames.shape == (25, 16, 16, 3) and abs(len(clip.audio) / 16000 - 1.0) < 0.05
+  os.environ["MINERF_DATA_DIR"] = data_dir
+  with pytest.raises(talking.TalkError, match="drop --audio_model"):
+    talking.talk(workdir, workdir, speech, 0, str(tmp_path / "x.mp4"), progress=False)
+  with pytest.raises(talking.TalkError, match="identities 0..1"):
+    talking.talk(workdir, None, speech, 5, str(tmp_path / "x.mp4"), progress=False)
+  assert not os.path.exists(str(tmp_path / "x.mp4"))

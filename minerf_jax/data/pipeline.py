@@ -138,6 +138,12 @@ def num_frame_codes(config: ml_collections.ConfigDict) -> int:
       effective_num_identities(config) * int(config.data.get("frames_per_identity", 0)))
 
 
+def audio_context(config: ml_collections.ConfigDict) -> int:
+  """K of audio-driven NeRF models (``config.model.audio_context``: frames carry audio windows
+  of 2K+1 frames, blink and region masks); -1 for models that take expressions."""
+  return int(config.model.get("audio_context", -1))
+
+
 def train_identities(config: ml_collections.ConfigDict) -> tuple[int, ...]:
   """Identities whose frames are trained on: the personalised one, a subset, or all."""
   new = int(config.get("personalise", {}).get("identity", -1))
@@ -441,7 +447,7 @@ class RayData:
 
 # Per-frame fields of a frame-ray batch; every other field is per ray, [F, R, ...].
 FRAME_FIELDS = ("rotation", "translation", "intrinsics", "identity", "frame", "expression",
-                "audio", "blink")
+                "audio", "blink", "audio_scale")
 
 
 def frame_ray_batch(flat: dict[str, np.ndarray], num_frames: int) -> dict[str, np.ndarray]:
@@ -449,8 +455,9 @@ def frame_ray_batch(flat: dict[str, np.ndarray], num_frames: int) -> dict[str, n
   per-frame fields [F, ...] and per-ray fields [F, R, ...]: one batch axis, the frames, so that
   sharding over devices keeps each frame's rays with its conditions."""
   out = {}
+  rays = len(flat["rgb"]) // num_frames
   for k, v in flat.items():
-    v = v.reshape((num_frames, -1) + v.shape[1:])
+    v = v.reshape((num_frames, rays) + v.shape[1:])
     out[k] = v[:, 0] if k in FRAME_FIELDS else v
   return out
 
@@ -460,9 +467,7 @@ class _SampleFrameRays(_SampleRays):
   and each frame's audio window and blink, grouped by frame."""
 
   def __call__(self, frame_group: np.ndarray, rng: np.random.Generator) -> dict:
-    flat = super().__call__(frame_group, rng)
-    group = np.asarray(frame_group)
-    return frame_ray_batch(flat, len(group))
+    return frame_ray_batch(super().__call__(frame_group, rng), len(frame_group))
 
 
 class FrameRayData(RayData):
@@ -473,7 +478,7 @@ class FrameRayData(RayData):
   The global batch size is counted in frames."""
 
   def __init__(self, config: ml_collections.ConfigDict, **kwargs):
-    self.audio_context = int(config.model.audio_context)
+    self.audio_context = audio_context(config)
     super().__init__(config, **kwargs)
     self.global_batch_size = int(config.data.frames_per_batch)
 

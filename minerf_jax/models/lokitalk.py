@@ -53,6 +53,7 @@ import ml_collections
 import numpy as np
 
 from minerf_jax import metrics
+from minerf_jax.audio import blinks as blinks_lib
 from minerf_jax.audio import encoder as audio_encoder
 from minerf_jax.audio import features as features_lib
 from minerf_jax.data import pipeline
@@ -64,7 +65,9 @@ from minerf_jax.nerf import render
 
 # Parameter collections that belong to one identity (trained when adapting a frozen base).
 IDENTITY_SPECIFIC = ("identity_codes", "frame_latents", "background")
-FROZEN = ("references",)
+FROZEN = ("references", "blinks")
+# Parameters that are not the network's (data statistics kept with the run for launch.talk).
+NOT_NET = ("blinks",)
 # Regions whose rendered PSNR ``evaluate`` reports, by mask channel (``pipeline.MASK_NAMES``).
 EVAL_REGIONS = ("face", "lips", "eyes", "torso_neck")
 
@@ -170,7 +173,10 @@ class LokiTalkNet(nn.Module):
   def conditions(self, batch: dict, silence: jax.Array) -> dict[str, jax.Array]:
     """Each region's condition [F, C]: its change from the neutral input."""
     f = batch["rotation"].shape[0]
-    return {"lips": self.audio_code(batch["audio"]) - self.audio_code(silence[None]),
+    lips = self.audio_code(batch["audio"]) - self.audio_code(silence[None])
+    if "audio_scale" in batch:   # launch.talk --expression_scale: more or less lip motion
+      lips = lips * batch["audio_scale"][:, None]
+    return {"lips": lips,
             "eyes": batch["blink"],
             "head": (batch["rotation"] - jnp.eye(3)).reshape(f, 9)}
 
@@ -288,19 +294,27 @@ class LokiTalk:
     self._render_chunk = jax.jit(functools.partial(self._apply, randomized=False, rng=None))
 
   def _apply(self, params, batch, rng, randomized):
-    return self.net.apply({"params": params}, batch, rng, randomized, self.silence)
+    net_params = {k: v for k, v in params.items() if k not in NOT_NET}
+    return self.net.apply({"params": net_params}, batch, rng, randomized, self.silence)
 
   # -- seam --------------------------------------------------------------------------------
 
   def init(self, rng: jax.Array, batch: dict) -> Any:
     small = {k: jnp.asarray(v)[:2] for k, v in batch.items()}
     init = jax.jit(lambda rng, b: self.net.init(rng, b, None, False, self.silence)["params"])
-    return init(rng, small)
+    stats = blinks_lib.BlinkStats(0.0, np.inf, 0.5, np.zeros((blinks_lib.PROFILE_FRAMES, 2)),
+                                  25.0)
+    return {**init(rng, small), "blinks": _blink_arrays(stats)}
 
   def initialize_from_data(self, params, data):
     """Backgrounds from the data's per-identity estimate (as MI-NeRF) and, with transfer, each
-    identity's reference frames for the ID encoder."""
+    identity's reference frames for the ID encoder, and the blink statistics of the training
+    frames (rate, duration, profile: what ``launch.talk --blinks=schedule`` draws from)."""
     params = minerf.background_from_data(params, data)
+    frames = data.train_frames
+    tracks = [frames.blink[frames.identity == k] for k in np.unique(frames.identity)]
+    fps = float(data.metadata.get("fps", 25.0))
+    params = {**params, "blinks": _blink_arrays(blinks_lib.measure(tracks, fps))}
     if "references" in params:
       params = {**params, "references": jnp.asarray(
           reference_frames(data.train_frames, params["references"].shape))}
@@ -333,14 +347,19 @@ class LokiTalk:
       metrics_["torso_mse"] = torso_mse
     return total, metrics_
 
+  def blink_stats(self, params) -> blinks_lib.BlinkStats:
+    return blinks_lib.BlinkStats.from_arrays({k: np.asarray(v) for k, v in params["blinks"].items()})
+
   def predict(self, params, batch: dict) -> dict:
     """Deterministic render of a frame-ray batch: rgb, depth, acc, regions [F, R, ...]."""
     out = self._render_chunk(params, batch)
     return {k: out[k] for k in ("rgb", "depth", "acc", "regions")}
 
-  def render_frames(self, params, frames: pipeline.FrameSet) -> dict[str, np.ndarray]:
+  def render_frames(self, params, frames: pipeline.FrameSet,
+                    audio_scale: float = 1.0) -> dict[str, np.ndarray]:
     """Renders every frame of a FrameSet (with audio, blink: ``load_frames(audio_context=K)``):
-    rgb [N,H,W,3], depth, acc [N,H,W] and regions [N,H,W,len(REGIONS)]."""
+    rgb [N,H,W,3], depth, acc [N,H,W] and regions [N,H,W,len(REGIONS)]. ``audio_scale``
+    scales the lips branch's condition (1: as trained)."""
     if frames.audio is None:
       raise ValueError("LokiTalk renders frames with audio windows and blinks: load them with "
                        "pipeline.load_frames(..., audio_context=config.model.audio_context)")
@@ -349,6 +368,8 @@ class LokiTalk:
     outs = []
     for i in range(len(frames)):
       rays = pipeline.frame_rays(frames, i)
+      if audio_scale != 1.0:
+        rays["audio_scale"] = np.full(len(rays["rgb"]), audio_scale, np.float32)
       pieces = []
       for start in range(0, h * w, chunk):
         piece = {k: v[start:start + chunk] for k, v in rays.items()}
@@ -397,6 +418,10 @@ class LokiTalk:
     residual) with transfer, or the mean of the trained codes without."""
     mean_init = () if self.net.transfer else ("identity_codes",)
     return minerf.merge_pretrained(params, pretrained, IDENTITY_SPECIFIC + FROZEN, mean_init)
+
+
+def _blink_arrays(stats: blinks_lib.BlinkStats) -> dict:
+  return {k: jnp.asarray(v) for k, v in stats.to_arrays().items()}
 
 
 def reference_frames(frames: pipeline.FrameSet, shape) -> np.ndarray:

@@ -233,4 +233,7 @@ def build_encoding(config: Mapping[str, Any]) -> nn.Module:
     cls = TriplaneHashEncoding
   else:
     raise ValueError(f"config.model.encoding.kind={kind!r} is not one of {ENCODING_KINDS}")
-  return cls(**{f: config[f] for f in fields if config.get(f) is not None})
+  values = {f: config[f] for f in fields if config.get(f) is not None}
+  if "planes" in values:
+    values["planes"] = tuple(values["planes"])
+  return cls(**values)
