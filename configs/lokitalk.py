@@ -27,7 +27,8 @@ def model_config() -> ml_collections.ConfigDict:
       name="lokitalk",
       identity_dim=32,
       identity_init=1.0,          # std of the free identity codes (transfer=off)
-      latent_dim=16,              # per-frame latent (zero for new frames), as MI-NeRF
+      latent_dim=0,               # > 0: per-frame latent (zero for new frames), as MI-NeRF; it
+                                  # absorbs the mouth motion the audio must explain (README)
       condition_features=64,      # canonical field's condition: Dense(z) (+ latent)
       encoding=dict(kind="triplane", planes=("xy", "yz", "xz"), num_levels=8,
                     features_per_level=2, log2_table_size=14, base_resolution=8,
@@ -91,7 +92,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       identities=(),
       frames_per_batch=32,        # frames per step; the global batch counts frames
       rays_per_frame=128,
-      head_fraction=0.75,
+      head_fraction=0.75,         # rays from pixels whose ray meets the head box ...
+      region_fraction=0.25,       # ... of which these from lips and eyes pixels
   ))
   config.eval = ml_collections.ConfigDict(dict(
       frames_per_identity=6,
@@ -110,7 +112,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   elif arg == "test":
     config.update(total_steps=6, log_every=2, eval_every=6)
     config.checkpoint.every = 3
-    config.model.update(identity_dim=8, latent_dim=4, condition_features=16, depth=2, width=32,
+    config.model.update(identity_dim=8, condition_features=16, depth=2, width=32,
                         num_coarse=8, num_fine=8, audio_channels=(8, 8), audio_code=8,
                         audio_context=1, deform_width=16, torso_width=16, num_references=2,
                         reference_size=8)

@@ -228,7 +228,7 @@ def render_chunks(runs_: TalkRuns, identity: int, drive: Drive | np.ndarray, pos
   if not isinstance(drive, Drive):
     drive = Drive(expression=np.asarray(drive))
   size = pipeline.image_size(runs_.nerf_config)
-  num_masks = len(pipeline.MASK_NAMES)
+  num_masks = len(pipeline.FRAME_MASK_NAMES)
   for start in range(0, len(drive), chunk):
     sl = slice(start, min(start + chunk, len(drive)))
     n = sl.stop - sl.start

@@ -1,4 +1,6 @@
 """LokiTalk: deformation fields, identity hyper-networks, frame-ray data and the model seam."""
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -135,7 +137,7 @@ def test_frame_ray_batches(setup):
   f, r = config.data.frames_per_batch, config.data.rays_per_frame
   k = config.model.audio_context
   assert batch["audio"].shape == (f, 2 * k + 1, 16, 40)
-  assert batch["directions"].shape == (f, r, 3) and batch["masks"].shape == (f, r, 4)
+  assert batch["directions"].shape == (f, r, 3) and batch["masks"].shape == (f, r, len(pipeline.FRAME_MASK_NAMES))
   assert batch["blink"].shape == (f, 2) and batch["rotation"].shape == (f, 3, 3)
   assert data.global_batch_size == f
   np.testing.assert_array_equal(data.train_batch(3)["rgb"], batch["rgb"])   # pure in the step
@@ -288,3 +290,61 @@ def test_render_and_evaluate(setup):
     model.render_frames(params, pipeline.FrameSet(**{
         **{f: getattr(heldout, f) for f in ("rgb", "rotation", "translation", "intrinsics",
                                             "identity", "frame", "expression", "mask")}}))
+
+
+# ------------------------------------------------------------------------------ after training
+
+
+@pytest.fixture(scope="module")
+def trained(data_dir, tmp_path_factory):
+  """configs/lokitalk.py:test at 32x32 with 80 train frames per identity, 300 steps (~80 s on
+  2 cores): enough for the region weights and the audio branch to take shape."""
+  from minerf_jax.train import loop  # pylint: disable=g-import-not-at-top
+  config = _config(data_dir, **{"data.resolution": 32, "data.frames_per_identity": 100,
+                                "data.rays_per_frame": 32, "model.reference_size": 8,
+                                "eval.frames_per_identity": 4, "total_steps": 300,
+                                "eval_every": 300, "log_every": 100,
+                                "checkpoint.every": 300})
+  state = loop.train_and_evaluate(config, str(tmp_path_factory.mktemp("loki") / "run"))
+  model = models.build(config)
+  return model, jax.device_get(state.params), pipeline.build(config).eval_data["heldout"]
+
+
+def _change(model, params, frames, changed):
+  base = model.render_frames(params, frames)["rgb"]
+  return np.abs(model.render_frames(params, changed)["rgb"] - base).sum(-1)
+
+
+@pytest.mark.slow
+def test_after_training_the_audio_moves_the_lips_region_only(trained):
+  """Swapping only the audio changes the render where the lips are: per pixel the change inside
+  the (swept, 1-px dilated) lips region is > 20x the change elsewhere, and it is real (the
+  audio branch is used). Measured at this size: ~70x; in total the outside change is ~0.45 of
+  the inside change here (the 5% target of the issue is measured on the demo run, README)."""
+  model, params, frames = trained
+  n = len(frames)
+  donor = (np.arange(n) + n // 2) % n
+  change = _change(model, params, frames, dataclasses.replace(frames, audio=frames.audio[donor]))
+  lips = lokitalk.dilate(frames.masks[..., pipeline.FRAME_MASK_NAMES.index("lips_region")] > 0.5,
+                         1)
+  inside, outside = change[lips].mean(), change[~lips].mean()
+  assert inside > 1e-3, inside
+  assert inside > 20 * outside, (inside, outside)
+  results = model.evaluate(params, {"heldout": frames})
+  assert results["heldout/region_recall_lips"] > 0.7
+  assert results["heldout/region_recall_eyes"] > 0.5
+  assert results["heldout/audio_leak"] == pytest.approx(
+      change[~lips].sum() / change[lips].sum(), rel=1e-4)
+
+
+@pytest.mark.slow
+def test_after_training_the_blink_moves_nothing_outside_the_eyes(trained):
+  """Shutting open eyes (only the blink changed) changes the render in the eyes region more per
+  pixel than anywhere else (> 5x)."""
+  model, params, frames = trained
+  shut = dataclasses.replace(frames, blink=(frames.blink < 0.5).astype(np.float32))
+  change = _change(model, params, frames, shut)
+  eyes = lokitalk.dilate(frames.masks[..., pipeline.FRAME_MASK_NAMES.index("eyes_region")] > 0.5,
+                         1)
+  assert change[eyes].mean() > 5 * change[~eyes].mean(), (change[eyes].mean(),
+                                                            change[~eyes].mean())

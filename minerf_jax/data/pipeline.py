@@ -47,6 +47,12 @@ FRAME_KEYS = ("rgb", "masks", "rotation", "translation", "intrinsics", "identity
               "expression")
 # The region-mask channels, the same in both datasets (``face.MASK_NAMES`` too).
 MASK_NAMES = synthetic.MASK_NAMES
+# Channels of ``FrameSet.masks``: the dataset's, then the lips and eyes masks united over each
+# frame's ``REGION_CONTEXT`` neighbours on either side (within its run). A closing lid covers
+# the eye it belongs to, and an opening mouth reaches past its closed lips: the union over a
+# blink's or a syllable's span is the area those motions sweep, whatever this frame's phase.
+FRAME_MASK_NAMES = MASK_NAMES + ("lips_region", "eyes_region")
+REGION_CONTEXT = 4
 
 
 def default_data_dir() -> str:
@@ -76,7 +82,7 @@ class FrameSet:
   # and those of its K neighbours on either side, the blink signal and every region mask.
   audio: np.ndarray | None = None        # [N,2K+1,W,M] float32
   blink: np.ndarray | None = None        # [N,2] float32 in [0,1] (left, right)
-  masks: np.ndarray | None = None        # [N,H,W,len(MASK_NAMES)] float32 in {0,1}
+  masks: np.ndarray | None = None        # [N,H,W,len(FRAME_MASK_NAMES)] float32 in {0,1}
 
   def __len__(self) -> int:
     return int(self.rgb.shape[0])
@@ -204,7 +210,7 @@ def load_frames(builder, split: str, identities: tuple[int, ...],
   few-shot setting of personalisation. ``image_size`` > 0 downscales (``resize_frames``).
   ``audio_context`` K >= 0 also reads what audio-driven models need: ``audio`` (the dataset's
   per-frame ``audio_features`` window of each frame and its K neighbours, ``neighbour_index``),
-  ``blink`` and all region ``masks``.
+  ``blink`` and all region ``masks`` (``FRAME_MASK_NAMES``).
   """
   source = builder.as_data_source(split=split)
   wanted = set(identities)
@@ -228,7 +234,10 @@ def load_frames(builder, split: str, identities: tuple[int, ...],
     extras["audio"] = feats[neighbour_index(arrays["identity"], arrays["frame"], audio_context)]
     extras["blink"] = (np.stack([np.asarray(r["blink"]) for r in records]) if "blink" in records[0]
                        else arrays["expression"][:, list(synthetic.BLINK_COMPONENTS)]).astype(np.float32)
-    extras["masks"] = arrays["masks"].astype(np.float32)
+    masks = arrays["masks"].astype(np.float32)
+    near = neighbour_index(arrays["identity"], arrays["frame"], REGION_CONTEXT)
+    swept = [masks[..., MASK_NAMES.index(k)][near].max(1) for k in ("lips", "eyes")]
+    extras["masks"] = np.concatenate([masks, np.stack(swept, -1)], -1)
   return resize_frames(FrameSet(
       rgb=arrays["rgb"].astype(np.float32) / 255.0,
       rotation=arrays["rotation"].astype(np.float32),
@@ -463,18 +472,42 @@ def frame_ray_batch(flat: dict[str, np.ndarray], num_frames: int) -> dict[str, n
 
 
 class _SampleFrameRays(_SampleRays):
-  """grain random map for ``FrameRayData``: like ``_SampleRays``, plus each ray's region masks
-  and each frame's audio window and blink, grouped by frame."""
+  """grain random map for ``FrameRayData``: like ``_SampleRays`` (the region masks and each
+  frame's audio window and blink included, grouped by frame), with a fraction
+  ``region_fraction`` of each frame's rays drawn from its lips and eyes pixels, which are few
+  but what the region branches must learn (taken from the head-box share)."""
+
+  def __init__(self, frames: FrameSet, head_pixels: list[np.ndarray], rays_per_frame: int,
+               head_fraction: float, region_fraction: float):
+    super().__init__(frames, head_pixels, rays_per_frame, head_fraction)
+    small = frames.masks[..., [FRAME_MASK_NAMES.index("lips_region"),
+                               FRAME_MASK_NAMES.index("eyes_region")]].max(-1)
+    self.region_pixels = [np.flatnonzero(m.reshape(-1) > 0.5) for m in small]
+    self.num_region = min(int(round(region_fraction * rays_per_frame)), self.num_head)
 
   def __call__(self, frame_group: np.ndarray, rng: np.random.Generator) -> dict:
-    return frame_ray_batch(super().__call__(frame_group, rng), len(frame_group))
+    n, hw = self.rays_per_frame, self.h * self.w
+    flat = []
+    for f in frame_group:
+      region, head = self.region_pixels[int(f)], self.head_pixels[int(f)]
+      kr = self.num_region if region.size else 0
+      kh = (self.num_head - kr) if head.size else 0
+      chosen = [rng.choice(region, size=kr, replace=region.size < kr),
+                rng.choice(head, size=kh, replace=head.size < kh),
+                rng.integers(0, hw, size=n - kr - kh)]
+      flat.append(np.concatenate(chosen))
+    flat = np.concatenate(flat)
+    frame_idx = np.repeat(np.asarray(frame_group), n)
+    rays = _ray_batch(self.frames, frame_idx, flat, self.pixels[flat], self.h, self.w)
+    return frame_ray_batch(rays, len(frame_group))
 
 
 class FrameRayData(RayData):
   """Batch kind ``'frame_rays'`` (audio-driven NeRF models, LokiTalk): ``frames_per_batch``
   frames per step, each with ``rays_per_frame`` rays; per-frame ``audio`` [F, 2K+1, W, M]
   (``config.model.audio_context`` = K), ``blink`` [F, 2], pose, identity, frame; per-ray
-  [F, R, ...] origins, directions, pixel, rgb, mask and region ``masks`` (``MASK_NAMES``).
+  [F, R, ...] origins, directions, pixel, rgb, mask and region ``masks``
+  (``FRAME_MASK_NAMES``).
   The global batch size is counted in frames."""
 
   def __init__(self, config: ml_collections.ConfigDict, **kwargs):
@@ -484,7 +517,8 @@ class FrameRayData(RayData):
 
   def _sampler(self, head_pixels: list[np.ndarray]):
     dc = self.config.data
-    return _SampleFrameRays(self.train_frames, head_pixels, dc.rays_per_frame, dc.head_fraction)
+    return _SampleFrameRays(self.train_frames, head_pixels, dc.rays_per_frame, dc.head_fraction,
+                            float(dc.get("region_fraction", 0.0)))
 
 
 def _sample_evenly(n: int, k: int) -> np.ndarray:

@@ -22,7 +22,10 @@ What is ours (every form and number below; the alternatives are config fields):
   AudioAttNet design), trained end to end, minus the code of silence.
 * **Region loss**: the rendered region weights (``sum_i w_i r(x_i)`` along each ray, normalised
   by the ray's opacity) are pulled by cross-entropy towards the data's masks: lips -> lips, eyes
-  -> eyes, the rest of the face -> head (``model.region_weight``).
+  -> eyes, the rest of the face -> head (``model.region_weight``). Lips and eyes are the masks
+  united over +-4 neighbouring frames (``pipeline.FRAME_MASK_NAMES``): a frame's own eye mask
+  is empty mid-blink, yet the shut lid is what the eye branch must move. A share
+  ``data.region_fraction`` of each frame's rays is drawn from these small regions.
 * **Torso field** (``model.cascade=True``): ``nerf/deform.py: TorsoField``, a 2-D layer beneath
   the head driven by the pose, over the per-identity background; its opacity is pulled towards
   the data's torso/neck mask where the head is not (``model.torso_weight``). ``cascade=False``
@@ -43,6 +46,7 @@ and per-ray fields [F, R, ...].
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any
 
@@ -385,8 +389,9 @@ class LokiTalk:
 
   def evaluate(self, params, eval_data: dict[str, pipeline.FrameSet]) -> dict[str, float]:
     """Per named FrameSet: PSNR of the whole frame and of each region of ``EVAL_REGIONS`` (the
-    data's masks), SSIM, and per region of ``deform.REGIONS`` the recall of the rendered region
-    weights: the fraction of the region's face pixels whose largest weight is that region."""
+    data's masks), SSIM, per region of ``deform.REGIONS`` the recall of the rendered region
+    weights (the fraction of the region's face pixels whose largest weight is that region), and
+    for the held-out frames ``locality``'s audio and blink leaks."""
     results = {}
     for name, frames in eval_data.items():
       out = self.render_frames(params, frames)
@@ -406,7 +411,34 @@ class LokiTalk:
         sel = face & (target == k)
         if sel.any():
           results[f"{name}/region_recall_{region}"] = float(np.mean(chosen[sel] == k))
+      if name == "heldout" and len(frames) > 1:
+        results.update({f"{name}/{k}": v for k, v in self.locality(params, frames).items()})
     return results
+
+  def locality(self, params, frames: pipeline.FrameSet, margin: int | None = None
+               ) -> dict[str, float]:
+    """How local each branch's effect is: each frame rendered with its own inputs, then with
+    only its audio replaced (by that of the frame half the set away) and with only its blink
+    replaced (eyes shut where open, open where shut). ``audio_leak`` is the summed absolute
+    change outside the swept lips region (``pipeline.FRAME_MASK_NAMES``) over that inside it;
+    ``blink_leak`` likewise for the swept eyes region. Regions are dilated by ``margin``
+    pixels (default: 1 per 32 pixels of frame side), as shut lids and a wider-open mouth than
+    the neighbouring frames' reach a little further. 0: perfectly local."""
+    h, _ = frames.resolution
+    margin = max(1, h // 32) if margin is None else margin
+    n = len(frames)
+    base = self.render_frames(params, frames)["rgb"]
+    donor = (np.arange(n) + n // 2) % n
+    swapped = dataclasses.replace(frames, audio=frames.audio[donor])
+    shut = dataclasses.replace(frames, blink=(frames.blink < 0.5).astype(np.float32))
+    out = {}
+    for name, other, region in (("audio_leak", swapped, "lips_region"),
+                                ("blink_leak", shut, "eyes_region")):
+      channel = pipeline.FRAME_MASK_NAMES.index(region)
+      change = np.abs(self.render_frames(params, other)["rgb"] - base).sum(-1)
+      inside = dilate(frames.masks[..., channel] > 0.5, margin)
+      out[name] = float(change[~inside].sum() / max(change[inside].sum(), 1e-12))
+    return out
 
   def trainable(self, params):
     keep = lambda path: path not in FROZEN
@@ -418,6 +450,23 @@ class LokiTalk:
     residual) with transfer, or the mean of the trained codes without."""
     mean_init = () if self.net.transfer else ("identity_codes",)
     return minerf.merge_pretrained(params, pretrained, IDENTITY_SPECIFIC + FROZEN, mean_init)
+
+
+def dilate(mask: np.ndarray, pixels: int) -> np.ndarray:
+  """[N, H, W] bool masks grown by ``pixels`` (square neighbourhood)."""
+  out = mask.copy()
+  for _ in range(pixels):
+    grown = out.copy()
+    grown[:, 1:] |= out[:, :-1]
+    grown[:, :-1] |= out[:, 1:]
+    grown[:, :, 1:] |= out[:, :, :-1]
+    grown[:, :, :-1] |= out[:, :, 1:]
+    grown[:, 1:, 1:] |= out[:, :-1, :-1]
+    grown[:, :-1, :-1] |= out[:, 1:, 1:]
+    grown[:, 1:, :-1] |= out[:, :-1, 1:]
+    grown[:, :-1, 1:] |= out[:, 1:, :-1]
+    out = grown
+  return out
 
 
 def _blink_arrays(stats: blinks_lib.BlinkStats) -> dict:
@@ -438,10 +487,12 @@ def reference_frames(frames: pipeline.FrameSet, shape) -> np.ndarray:
 
 
 def region_targets(masks: np.ndarray | jax.Array):
-  """Region index (``deform.REGIONS``) each pixel should belong to: lips where the lips mask is,
-  eyes where the eyes mask is (and not lips), head elsewhere."""
+  """Region index (``deform.REGIONS``) each pixel should belong to: lips in the swept lips
+  region, eyes in the swept eyes region (and not lips), head elsewhere (channels
+  ``pipeline.FRAME_MASK_NAMES``)."""
   xp = jnp if isinstance(masks, jax.Array) else np
-  lips, eyes = masks[..., 1] > 0.5, masks[..., 2] > 0.5
+  lips = masks[..., pipeline.FRAME_MASK_NAMES.index("lips_region")] > 0.5
+  eyes = masks[..., pipeline.FRAME_MASK_NAMES.index("eyes_region")] > 0.5
   return xp.where(lips, deform.REGIONS.index("lips"),
                   xp.where(eyes, deform.REGIONS.index("eyes"), deform.REGIONS.index("head")))
 
