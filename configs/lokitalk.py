@@ -13,6 +13,11 @@ background image), ``model.transfer`` (off: free identity codes, no ID encoder);
 The dataset has more frames per identity than MI-NeRF's (10 s of speech each): the lips are
 learnt from the rendered frames themselves, end to end.
 
+Adapting to a new person (identity 4 was never trained on), from 2 s of video::
+
+  python -m launch.train --config=configs/lokitalk.py --workdir=runs/loki_id4 \
+      --config.init_from=runs/lokitalk --config.adapt.identity=4 --config.adapt.num_frames=50
+
 Variants (``:arg``): '' (64x64, 4 identities; sized for an accelerator), 'demo' (2 CPU cores,
 tens of minutes), 'test' (tiny, for CI).
 """
@@ -100,6 +105,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       chunk=4096,
   ))
   config.audio = ml_collections.ConfigDict(dict())   # audio.features.FeatureSettings defaults
+  config.adapt = ml_collections.ConfigDict(dict(
+      identity=-1,                # >= 0: fit this new identity (needs init_from)
+      num_frames=0,               # > 0: only its first N train frames (2 s = 50 at 25 fps)
+      train=("identity_codes", "background"),   # collections fine-tuned; all others frozen
+  ))
 
   if arg == "demo":
     config.total_steps = 2_000

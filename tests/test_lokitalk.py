@@ -348,3 +348,35 @@ def test_after_training_the_blink_moves_nothing_outside_the_eyes(trained):
                          1)
   assert change[eyes].mean() > 5 * change[~eyes].mean(), (change[eyes].mean(),
                                                             change[~eyes].mean())
+
+
+def test_adaptation_to_a_new_identity(setup, tmp_path):
+  """Pretrain on identities 0-1, adapt to identity 2 from 4 frames: its code starts as the ID
+  encoder's reading of its references (zero residual), only the named collections move."""
+  from minerf_jax.train import checkpoint  # pylint: disable=g-import-not-at-top
+  from minerf_jax.train import loop  # pylint: disable=g-import-not-at-top
+  config, _, _, _ = setup
+  base_dir = str(tmp_path / "base")
+  loop.train_and_evaluate(_config(config.data.data_dir, total_steps=3, eval_every=0), base_dir)
+  adapt = _config(config.data.data_dir, init_from=base_dir, total_steps=3, eval_every=0,
+                  **{"adapt.identity": 2, "adapt.num_frames": 4})
+  model, data = models.build(adapt), pipeline.build(adapt)
+  assert len(data.train_frames) == 4 and set(data.train_frames.identity) == {2}
+  base = checkpoint.load_params(base_dir)
+  fresh = model.initialize_from_data(model.init(jax.random.key(0), data.example_batch()), data)
+  start = model.load_pretrained(fresh, base)
+  np.testing.assert_array_equal(start["identity_codes"]["embedding"][2], 0.0)
+  np.testing.assert_array_equal(start["references"][:2], base["references"])
+  assert np.abs(np.asarray(start["references"][2])).sum() > 0       # its own frames
+  state = loop.train_and_evaluate(adapt, str(tmp_path / "adapted"))
+  new = jax.device_get(state.params)
+  np.testing.assert_array_equal(new["identity_codes"]["embedding"][:2],
+                                base["identity_codes"]["embedding"])
+  assert np.abs(new["identity_codes"]["embedding"][2]).sum() > 0     # the new code trained
+  for frozen in ("face", "field", "audio_frames", "id_encoder"):
+    jax.tree.map(np.testing.assert_array_equal, new[frozen], base[frozen])
+  trainable = model.trainable(new)
+  assert trainable["identity_codes"]["embedding"] and not trainable["face"]["trunk"]["kernel"]
+  with pytest.raises(ValueError, match="adapt.train names"):
+    models.build(_config(config.data.data_dir, **{"adapt.identity": 2,
+                                                  "adapt.train": ("decoder",)})).trainable(new)

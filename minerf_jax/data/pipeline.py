@@ -126,11 +126,20 @@ def dataset_builder(data_config: ml_collections.ConfigDict, *, num_identities: i
                    "choose 'synthetic_talking_heads' or 'talking_faces'")
 
 
+def new_identity(config: ml_collections.ConfigDict) -> tuple[int, int]:
+  """(k, frames) of a run that fits a new identity k to a trained one: MI-NeRF's
+  ``config.personalise`` or LokiTalk's ``config.adapt`` (``identity``, ``num_frames``; 0
+  frames: all its train frames); (-1, 0) for an ordinary run."""
+  for block in ("personalise", "adapt"):
+    k = int(config.get(block, {}).get("identity", -1))
+    if k >= 0:
+      return k, int(config[block].get("num_frames", 0))
+  return -1, 0
+
+
 def effective_num_identities(config: ml_collections.ConfigDict) -> int:
   """Identity count of the dataset: personalising to identity k needs at least k+1 identities."""
-  n = int(config.data.num_identities)
-  new = int(config.get("personalise", {}).get("identity", -1))
-  return max(n, new + 1)
+  return max(int(config.data.num_identities), new_identity(config)[0] + 1)
 
 
 def image_size(config: ml_collections.ConfigDict) -> int:
@@ -152,7 +161,7 @@ def audio_context(config: ml_collections.ConfigDict) -> int:
 
 def train_identities(config: ml_collections.ConfigDict) -> tuple[int, ...]:
   """Identities whose frames are trained on: the personalised one, a subset, or all."""
-  new = int(config.get("personalise", {}).get("identity", -1))
+  new = new_identity(config)[0]
   if new >= 0:
     return (new,)
   subset = tuple(int(i) for i in config.data.get("identities", ()) or ())
@@ -417,8 +426,7 @@ class RayData:
     self.box = np.asarray(self.metadata["head_box"], np.float32)
     split = tfds.split_for_jax_process("train", process_index=self.process_index,
                                        process_count=self.process_count)
-    few_shot = int(config.get("personalise", {}).get("num_frames", 0)) if int(
-        config.get("personalise", {}).get("identity", -1)) >= 0 else 0
+    few_shot = new_identity(config)[1]
     self.train_frames = load_frames(self.builder, split, train_identities(config), few_shot,
                                     image_size=int(dc.get("image_size", 0)),
                                     audio_context=self.audio_context)

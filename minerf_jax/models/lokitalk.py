@@ -38,6 +38,13 @@ What is ours (every form and number below; the alternatives are config fields):
   deformation branch and the region weights, and the canonical field's condition. A zero code
   is the generic model exactly. ``transfer=False``: ``z_k`` is a free per-identity table (no
   encoder), so a new person starts from the mean code instead of the encoder's reading of them.
+* **Adaptation** to a new identity k (``--config.init_from=RUN --config.adapt.identity=K
+  --config.adapt.num_frames=N``): the run's parameters are loaded, k's reference frames are
+  its first frames and its code starts as the ID encoder's reading of them (with transfer;
+  without, at the mean code), and only the collections ``config.adapt.train`` names are
+  fine-tuned (default: the identity code, through which the hyper-networks adapt every
+  branch and the canonical field, and the background; add e.g. 'face' or 'field' to
+  fine-tune those too).
 * A small L2 penalty on the offsets (``model.offset_weight``) keeps deformations small, so that
   the canonical head stays the neutral head.
 
@@ -441,7 +448,15 @@ class LokiTalk:
     return out
 
   def trainable(self, params):
-    keep = lambda path: path not in FROZEN
+    """Everything but ``FROZEN``; when adapting to a new identity (``config.adapt.identity``),
+    only the collections that ``config.adapt.train`` names."""
+    adapting = int(self.config.get("adapt", {}).get("identity", -1)) >= 0
+    names = tuple(self.config.adapt.train) if adapting else None
+    unknown = sorted(set(names or ()) - set(params))
+    if unknown:
+      raise ValueError(f"config.adapt.train names {unknown}, which this model does not have; "
+                       f"choose from {sorted(set(params) - set(FROZEN))}")
+    keep = lambda k: k not in FROZEN and (names is None or k in names)
     return {k: jax.tree.map(lambda _, keep=keep(k): keep, v) for k, v in params.items()}
 
   def load_pretrained(self, params, pretrained):
