@@ -350,15 +350,13 @@ def test_after_training_the_blink_moves_nothing_outside_the_eyes(trained):
                                                             change[~eyes].mean())
 
 
-def test_adaptation_to_a_new_identity(setup, tmp_path):
-  """Pretrain on identities 0-1, adapt to identity 2 from 4 frames: its code starts as the ID
-  encoder's reading of its references (zero residual), only the named collections move."""
+def test_adaptation_to_a_new_identity(minerf_demo_run, lokitalk_test_run, tmp_path):
+  """The :test run (identities 0-1) adapted to identity 2 from 4 frames: its code starts as the
+  ID encoder's reading of its references (zero residual), only the named collections move."""
   from minerf_jax.train import checkpoint  # pylint: disable=g-import-not-at-top
   from minerf_jax.train import loop  # pylint: disable=g-import-not-at-top
-  config, _, _, _ = setup
-  base_dir = str(tmp_path / "base")
-  loop.train_and_evaluate(_config(config.data.data_dir, total_steps=3, eval_every=0), base_dir)
-  adapt = _config(config.data.data_dir, init_from=base_dir, total_steps=3, eval_every=0,
+  data_dir, base_dir = minerf_demo_run[2], lokitalk_test_run
+  adapt = _config(data_dir, init_from=base_dir, total_steps=3, eval_every=0,
                   **{"adapt.identity": 2, "adapt.num_frames": 4})
   model, data = models.build(adapt), pipeline.build(adapt)
   assert len(data.train_frames) == 4 and set(data.train_frames.identity) == {2}
@@ -378,5 +376,5 @@ def test_adaptation_to_a_new_identity(setup, tmp_path):
   trainable = model.trainable(new)
   assert trainable["identity_codes"]["embedding"] and not trainable["face"]["trunk"]["kernel"]
   with pytest.raises(ValueError, match="adapt.train names"):
-    models.build(_config(config.data.data_dir, **{"adapt.identity": 2,
-                                                  "adapt.train": ("decoder",)})).trainable(new)
+    models.build(_config(data_dir, **{"adapt.identity": 2,
+                                      "adapt.train": ("decoder",)})).trainable(new)

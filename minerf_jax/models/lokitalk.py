@@ -375,7 +375,7 @@ class LokiTalk:
       raise ValueError("LokiTalk renders frames with audio windows and blinks: load them with "
                        "pipeline.load_frames(..., audio_context=config.model.audio_context)")
     h, w = frames.resolution
-    chunk = int(self.config.eval.chunk)
+    chunk = min(int(self.config.eval.chunk), h * w)   # never pad a frame beyond its pixels
     outs = []
     for i in range(len(frames)):
       rays = pipeline.frame_rays(frames, i)
