@@ -19,7 +19,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m launch.demo --workdir=runs/demo
 
-# The whole suite (what CI runs, ~21 min on 2 CPU cores); `make test-fast` skips slow tests.
+# The whole suite (what CI runs, ~30 min on 2 CPU cores); `make test-fast` skips slow tests.
 test: $(STAMP)
 	$(PY) -m pytest -q tests
 
