@@ -162,10 +162,9 @@ def audio_track(runs_: TalkRuns, signal: np.ndarray, num_frames: int, *,
                 video_blinks: np.ndarray | None = None, seed: int = 0) -> Drive:
   """The drive of an audio-driven run: each frame's feature window and its neighbours' (the
   run's ``config.audio`` settings and ``model.audio_context``), blinks as ``blinks_for``."""
-  from minerf_jax.audio import features as feats_lib  # pylint: disable=g-import-not-at-top
   config = runs_.nerf_config
-  settings = feats_lib.FeatureSettings.from_config(config.get("audio"))
-  feats = feats_lib.features(signal, runs_.fps, num_frames, settings)
+  settings = features_lib.FeatureSettings.from_config(config.get("audio"))
+  feats = features_lib.features(signal, runs_.fps, num_frames, settings)
   t = np.arange(num_frames)
   windows = feats[pipeline.neighbour_index(np.zeros_like(t), t, pipeline.audio_context(config))]
   blink = blinks_for(runs_.nerf.blink_stats(runs_.nerf_params), num_frames, blinks,

@@ -360,17 +360,17 @@ class _SampleRays:
     self.h, self.w = frames.resolution
     self.pixels = pixel_centres(self.h, self.w)
 
+  def pixels_of(self, f: int, rng: np.random.Generator) -> np.ndarray:
+    """The ``rays_per_frame`` flat pixel indices drawn from frame ``f``."""
+    head = self.head_pixels[f]
+    k = self.num_head if head.size else 0
+    chosen = [rng.choice(head, size=k, replace=head.size < k)] if k else []
+    chosen.append(rng.integers(0, self.h * self.w, size=self.rays_per_frame - k))
+    return np.concatenate(chosen)
+
   def __call__(self, frame_group: np.ndarray, rng: np.random.Generator) -> dict:
-    n, hw = self.rays_per_frame, self.h * self.w
-    flat = []
-    for f in frame_group:
-      head = self.head_pixels[int(f)]
-      k = self.num_head if head.size else 0
-      chosen = [rng.choice(head, size=k, replace=head.size < k)] if k else []
-      chosen.append(rng.integers(0, hw, size=n - k))
-      flat.append(np.concatenate(chosen))
-    flat = np.concatenate(flat)
-    frame_idx = np.repeat(np.asarray(frame_group), n)
+    flat = np.concatenate([self.pixels_of(int(f), rng) for f in frame_group])
+    frame_idx = np.repeat(np.asarray(frame_group), self.rays_per_frame)
     return _ray_batch(self.frames, frame_idx, flat, self.pixels[flat], self.h, self.w)
 
 
@@ -493,21 +493,16 @@ class _SampleFrameRays(_SampleRays):
     self.region_pixels = [np.flatnonzero(m.reshape(-1) > 0.5) for m in small]
     self.num_region = min(int(round(region_fraction * rays_per_frame)), self.num_head)
 
+  def pixels_of(self, f: int, rng: np.random.Generator) -> np.ndarray:
+    region, head = self.region_pixels[f], self.head_pixels[f]
+    kr = self.num_region if region.size else 0
+    kh = (self.num_head - kr) if head.size else 0
+    return np.concatenate([rng.choice(region, size=kr, replace=region.size < kr),
+                           rng.choice(head, size=kh, replace=head.size < kh),
+                           rng.integers(0, self.h * self.w, size=self.rays_per_frame - kr - kh)])
+
   def __call__(self, frame_group: np.ndarray, rng: np.random.Generator) -> dict:
-    n, hw = self.rays_per_frame, self.h * self.w
-    flat = []
-    for f in frame_group:
-      region, head = self.region_pixels[int(f)], self.head_pixels[int(f)]
-      kr = self.num_region if region.size else 0
-      kh = (self.num_head - kr) if head.size else 0
-      chosen = [rng.choice(region, size=kr, replace=region.size < kr),
-                rng.choice(head, size=kh, replace=head.size < kh),
-                rng.integers(0, hw, size=n - kr - kh)]
-      flat.append(np.concatenate(chosen))
-    flat = np.concatenate(flat)
-    frame_idx = np.repeat(np.asarray(frame_group), n)
-    rays = _ray_batch(self.frames, frame_idx, flat, self.pixels[flat], self.h, self.w)
-    return frame_ray_batch(rays, len(frame_group))
+    return frame_ray_batch(super().__call__(frame_group, rng), len(frame_group))
 
 
 class FrameRayData(RayData):

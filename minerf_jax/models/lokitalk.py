@@ -419,22 +419,24 @@ class LokiTalk:
         if sel.any():
           results[f"{name}/region_recall_{region}"] = float(np.mean(chosen[sel] == k))
       if name == "heldout" and len(frames) > 1:
-        results.update({f"{name}/{k}": v for k, v in self.locality(params, frames).items()})
+        results.update({f"{name}/{k}": v for k, v in self.locality(params, frames, base=pred).items()})
     return results
 
-  def locality(self, params, frames: pipeline.FrameSet, margin: int | None = None
-               ) -> dict[str, float]:
+  def locality(self, params, frames: pipeline.FrameSet, margin: int | None = None,
+               base: np.ndarray | None = None) -> dict[str, float]:
     """How local each branch's effect is: each frame rendered with its own inputs, then with
     only its audio replaced (by that of the frame half the set away) and with only its blink
     replaced (eyes shut where open, open where shut). ``audio_leak`` is the summed absolute
     change outside the swept lips region (``pipeline.FRAME_MASK_NAMES``) over that inside it;
     ``blink_leak`` likewise for the swept eyes region. Regions are dilated by ``margin``
     pixels (default: 1 per 32 pixels of frame side), as shut lids and a wider-open mouth than
-    the neighbouring frames' reach a little further. 0: perfectly local."""
+    the neighbouring frames' reach a little further. 0: perfectly local. ``base``: the
+    frames' own render when the caller has it already."""
     h, _ = frames.resolution
     margin = max(1, h // 32) if margin is None else margin
     n = len(frames)
-    base = self.render_frames(params, frames)["rgb"]
+    if base is None:
+      base = self.render_frames(params, frames)["rgb"]
     donor = (np.arange(n) + n // 2) % n
     swapped = dataclasses.replace(frames, audio=frames.audio[donor])
     shut = dataclasses.replace(frames, blink=(frames.blink < 0.5).astype(np.float32))
