@@ -39,6 +39,11 @@ def model_config() -> ml_collections.ConfigDict:
                     features_per_level=2, log2_table_size=14, base_resolution=8,
                     max_resolution=256),
       deform_encoding=dict(kind="positional", min_deg=0, max_deg=4, include_input=True),
+      # the region weights' own point features ('shared': the deformation encoding's); finer
+      # than the offsets', so that a branch's effect ends at its region's border
+      region_encoding=dict(kind="triplane", min_deg=0, max_deg=6, include_input=True,
+                           planes=("xy", "yz", "xz"), num_levels=4, features_per_level=2,
+                           log2_table_size=12, base_resolution=8, max_resolution=64),
       torso_encoding=dict(kind="triplane", planes=("xy",), num_levels=6, features_per_level=2,
                           log2_table_size=12, base_resolution=8, max_resolution=128),
       depth=3,
@@ -98,7 +103,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       frames_per_batch=32,        # frames per step; the global batch counts frames
       rays_per_frame=128,
       head_fraction=0.75,         # rays from pixels whose ray meets the head box ...
-      region_fraction=0.25,       # ... of which these from lips and eyes pixels
+      region_fraction=0.25,       # ... of which these from the speech and eyes regions, half each
   ))
   config.eval = ml_collections.ConfigDict(dict(
       frames_per_identity=6,

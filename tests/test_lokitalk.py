@@ -131,6 +131,30 @@ def test_neighbour_index_stays_inside_runs():
                                       [4, 4, 5], [4, 5, 6], [5, 6, 6]])
 
 
+def test_speech_region_is_the_lips_and_the_face_below_them():
+  masks = np.zeros((2, 6, 5, len(pipeline.MASK_NAMES)), np.float32)
+  face, lips = pipeline.MASK_NAMES.index("face"), pipeline.MASK_NAMES.index("lips")
+  masks[:, 1:, 1:4, face] = 1                     # a face from row 1 down
+  masks[0, 3, 2, lips] = 1                        # frame 0: lips on row 3; frame 1: none
+  masks[0, 3, 2, face] = 0
+  region = pipeline.speech_region(masks)
+  expected = np.zeros((6, 5), bool)
+  expected[3:, 1:4] = True                        # the face at and below row 3, lips included
+  np.testing.assert_array_equal(region[0], expected)
+  assert not region[1].any()
+
+
+def test_region_rays_come_half_from_each_region(setup):
+  """A quarter of each frame's rays from the speech and eyes regions, half from each."""
+  config, data, _, _ = setup
+  batch = data.train_batch(0)
+  k = int(round(config.data.region_fraction * config.data.rays_per_frame))
+  masks = batch["masks"][:, :k]
+  for name in ("speech_region", "eyes_region"):
+    inside = masks[..., pipeline.FRAME_MASK_NAMES.index(name)] > 0.5
+    assert inside.sum(1).min() >= k // 2, name
+
+
 def test_frame_ray_batches(setup):
   config, data, _, _ = setup
   batch = data.train_batch(3)
@@ -268,10 +292,12 @@ def test_eight_devices_equal_one_device(setup):
     for s in range(2):
       state, _ = step(state, step.put_batch(data.train_batch(s)))
     results[name] = jax.device_get(step.get_state(state).params)
+  # atol: Adam divides each gradient by its own RMS, so a hash-table entry that one ray
+  # touches, its gradient summed in another float32 order, may move by ~1e-3 of a step (1e-2).
   for name in ("jit8",):
     jax.tree_util.tree_map_with_path(
         lambda path, a, b, name=name: np.testing.assert_allclose(
-            a, b, rtol=2e-5, atol=2e-6, err_msg=f"{name} {jax.tree_util.keystr(path)}"),
+            a, b, rtol=2e-5, atol=1e-5, err_msg=f"{name} {jax.tree_util.keystr(path)}"),
         results[name], results["jit1"])
 
 
@@ -297,14 +323,14 @@ def test_render_and_evaluate(setup):
 
 @pytest.fixture(scope="module")
 def trained(data_dir, tmp_path_factory):
-  """configs/lokitalk.py:test at 32x32 with 80 train frames per identity, 300 steps (~80 s on
+  """configs/lokitalk.py:test at 32x32 with 80 train frames per identity, 500 steps (~100 s on
   2 cores): enough for the region weights and the audio branch to take shape."""
   from minerf_jax.train import loop  # pylint: disable=g-import-not-at-top
   config = _config(data_dir, **{"data.resolution": 32, "data.frames_per_identity": 100,
                                 "data.rays_per_frame": 32, "model.reference_size": 8,
-                                "eval.frames_per_identity": 4, "total_steps": 300,
-                                "eval_every": 300, "log_every": 100,
-                                "checkpoint.every": 300})
+                                "eval.frames_per_identity": 4, "total_steps": 500,
+                                "eval_every": 500, "log_every": 100,
+                                "checkpoint.every": 500})
   state = loop.train_and_evaluate(config, str(tmp_path_factory.mktemp("loki") / "run"))
   model = models.build(config)
   return model, jax.device_get(state.params), pipeline.build(config).eval_data["heldout"]
@@ -316,25 +342,26 @@ def _change(model, params, frames, changed):
 
 
 @pytest.mark.slow
-def test_after_training_the_audio_moves_the_lips_region_only(trained):
-  """Swapping only the audio changes the render where the lips are: per pixel the change inside
-  the (swept, 1-px dilated) lips region is > 20x the change elsewhere, and it is real (the
-  audio branch is used). Measured at this size: ~70x; in total the outside change is ~0.45 of
-  the inside change here (the 5% target of the issue is measured on the demo run, README)."""
+def test_after_training_the_audio_moves_the_speech_region_only(trained):
+  """Swapping only the audio changes the render where speech moves the face (the lips and the
+  jaw below them, ``pipeline.speech_region``, swept over neighbouring frames, dilated 1 px):
+  the summed change outside it is < 5% of the change inside (the issue's criterion; measured
+  here ~2%; the generator's own truth under a jaw-opening swap: ~0%), and the change is real
+  (the audio branch is used)."""
   model, params, frames = trained
   n = len(frames)
   donor = (np.arange(n) + n // 2) % n
   change = _change(model, params, frames, dataclasses.replace(frames, audio=frames.audio[donor]))
-  lips = lokitalk.dilate(frames.masks[..., pipeline.FRAME_MASK_NAMES.index("lips_region")] > 0.5,
-                         1)
-  inside, outside = change[lips].mean(), change[~lips].mean()
+  speech = lokitalk.dilate(
+      frames.masks[..., pipeline.FRAME_MASK_NAMES.index("speech_region")] > 0.5, 1)
+  inside, outside = change[speech].mean(), change[~speech].mean()
   assert inside > 1e-3, inside
-  assert inside > 20 * outside, (inside, outside)
+  assert change[~speech].sum() < 0.05 * change[speech].sum(), (inside, outside)
   results = model.evaluate(params, {"heldout": frames})
   assert results["heldout/region_recall_lips"] > 0.7
   assert results["heldout/region_recall_eyes"] > 0.5
   assert results["heldout/audio_leak"] == pytest.approx(
-      change[~lips].sum() / change[lips].sum(), rel=1e-4)
+      change[~speech].sum() / change[speech].sum(), rel=1e-4)
 
 
 @pytest.mark.slow

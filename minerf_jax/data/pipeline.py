@@ -47,12 +47,27 @@ FRAME_KEYS = ("rgb", "masks", "rotation", "translation", "intrinsics", "identity
               "expression")
 # The region-mask channels, the same in both datasets (``face.MASK_NAMES`` too).
 MASK_NAMES = synthetic.MASK_NAMES
-# Channels of ``FrameSet.masks``: the dataset's, then the lips and eyes masks united over each
-# frame's ``REGION_CONTEXT`` neighbours on either side (within its run). A closing lid covers
-# the eye it belongs to, and an opening mouth reaches past its closed lips: the union over a
-# blink's or a syllable's span is the area those motions sweep, whatever this frame's phase.
-FRAME_MASK_NAMES = MASK_NAMES + ("lips_region", "eyes_region")
+# Channels of ``FrameSet.masks``: the dataset's, then the speech and eyes regions united over
+# each frame's ``REGION_CONTEXT`` neighbours on either side (within its run). A closing lid
+# covers the eye it belongs to, and an opening mouth reaches past its closed lips: the union
+# over a blink's or a syllable's span is the area those motions sweep, whatever this frame's
+# phase. The speech region is the lips plus the face at and below the lips' top row
+# (``speech_region``): speech opens the jaw, so the chin and the cheeks below the mouth move
+# with the lips (on the synthetic data the ground truth re-rendered with another frame's
+# jaw opening changes ~0% outside this region dilated by 1 px per 32, ~100% outside the lips).
+FRAME_MASK_NAMES = MASK_NAMES + ("speech_region", "eyes_region")
 REGION_CONTEXT = 4
+
+
+def speech_region(masks: np.ndarray) -> np.ndarray:
+  """bool [N,H,W]: per frame the lips and the face pixels at or below the lips' top image row
+  (``masks``: [N,H,W,len(MASK_NAMES)]); empty where a frame shows no lips."""
+  lips = masks[..., MASK_NAMES.index("lips")] > 0.5
+  face = masks[..., MASK_NAMES.index("face")] > 0.5
+  rows = lips.any(-1)                                               # [N,H]
+  top = np.where(rows.any(-1), rows.argmax(-1), lips.shape[1])      # [N]
+  below = np.arange(lips.shape[1])[None, :, None] >= top[:, None, None]
+  return lips | (face & below)
 
 
 def default_data_dir() -> str:
@@ -245,7 +260,8 @@ def load_frames(builder, split: str, identities: tuple[int, ...],
                        else arrays["expression"][:, list(synthetic.BLINK_COMPONENTS)]).astype(np.float32)
     masks = arrays["masks"].astype(np.float32)
     near = neighbour_index(arrays["identity"], arrays["frame"], REGION_CONTEXT)
-    swept = [masks[..., MASK_NAMES.index(k)][near].max(1) for k in ("lips", "eyes")]
+    regions = (speech_region(masks).astype(np.float32), masks[..., MASK_NAMES.index("eyes")])
+    swept = [region[near].max(1) for region in regions]
     extras["masks"] = np.concatenate([masks, np.stack(swept, -1)], -1)
   return resize_frames(FrameSet(
       rgb=arrays["rgb"].astype(np.float32) / 255.0,
@@ -482,24 +498,30 @@ def frame_ray_batch(flat: dict[str, np.ndarray], num_frames: int) -> dict[str, n
 class _SampleFrameRays(_SampleRays):
   """grain random map for ``FrameRayData``: like ``_SampleRays`` (the region masks and each
   frame's audio window and blink included, grouped by frame), with a fraction
-  ``region_fraction`` of each frame's rays drawn from its lips and eyes pixels, which are few
-  but what the region branches must learn (taken from the head-box share)."""
+  ``region_fraction`` of each frame's rays drawn from its speech and eyes regions, half from
+  each (a region a frame lacks gives its share to the other), as they are small but what the
+  region branches must learn (taken from the head-box share)."""
+
+  REGIONS = ("speech_region", "eyes_region")
 
   def __init__(self, frames: FrameSet, head_pixels: list[np.ndarray], rays_per_frame: int,
                head_fraction: float, region_fraction: float):
     super().__init__(frames, head_pixels, rays_per_frame, head_fraction)
-    small = frames.masks[..., [FRAME_MASK_NAMES.index("lips_region"),
-                               FRAME_MASK_NAMES.index("eyes_region")]].max(-1)
-    self.region_pixels = [np.flatnonzero(m.reshape(-1) > 0.5) for m in small]
+    channels = [FRAME_MASK_NAMES.index(name) for name in self.REGIONS]
+    self.region_pixels = [[np.flatnonzero(m[..., c].reshape(-1) > 0.5) for c in channels]
+                          for m in frames.masks]
     self.num_region = min(int(round(region_fraction * rays_per_frame)), self.num_head)
 
   def pixels_of(self, f: int, rng: np.random.Generator) -> np.ndarray:
-    region, head = self.region_pixels[f], self.head_pixels[f]
-    kr = self.num_region if region.size else 0
+    regions = [r for r in self.region_pixels[f] if r.size]
+    head = self.head_pixels[f]
+    shares = np.diff(np.linspace(0, self.num_region, len(regions) + 1).round().astype(int))
+    drawn = [rng.choice(r, size=k, replace=r.size < k) for r, k in zip(regions, shares)]
+    kr = int(shares.sum())
     kh = (self.num_head - kr) if head.size else 0
-    return np.concatenate([rng.choice(region, size=kr, replace=region.size < kr),
-                           rng.choice(head, size=kh, replace=head.size < kh),
-                           rng.integers(0, self.h * self.w, size=self.rays_per_frame - kr - kh)])
+    return np.concatenate(drawn + [rng.choice(head, size=kh, replace=head.size < kh),
+                                   rng.integers(0, self.h * self.w,
+                                                size=self.rays_per_frame - kr - kh)])
 
   def __call__(self, frame_group: np.ndarray, rng: np.random.Generator) -> dict:
     return frame_ray_batch(super().__call__(frame_group, rng), len(frame_group))

@@ -21,11 +21,15 @@ What is ours (every form and number below; the alternatives are config fields):
   ``TemporalAttention`` over its ``audio_context`` neighbours on either side (the AudioNet /
   AudioAttNet design), trained end to end, minus the code of silence.
 * **Region loss**: the rendered region weights (``sum_i w_i r(x_i)`` along each ray, normalised
-  by the ray's opacity) are pulled by cross-entropy towards the data's masks: lips -> lips, eyes
-  -> eyes, the rest of the face -> head (``model.region_weight``). Lips and eyes are the masks
-  united over +-4 neighbouring frames (``pipeline.FRAME_MASK_NAMES``): a frame's own eye mask
-  is empty mid-blink, yet the shut lid is what the eye branch must move. A share
-  ``data.region_fraction`` of each frame's rays is drawn from these small regions.
+  by the ray's opacity) are pulled by cross-entropy towards the data's masks: the speech region
+  -> lips, eyes -> eyes, the rest of the face -> head (``model.region_weight``). The lips
+  branch's region is the lips *and the jaw*: the lips plus the face at and below the lips' top
+  row (``pipeline.speech_region``), since speech opens the jaw and the chin moves with the
+  mouth (on the synthetic data the truth changes as much outside the lips mask as inside it
+  when only the jaw opening changes; the lips mask alone would forbid the chin to move). Both
+  regions are united over +-4 neighbouring frames (``pipeline.FRAME_MASK_NAMES``): a frame's
+  own eye mask is empty mid-blink, yet the shut lid is what the eye branch must move. A share
+  ``data.region_fraction`` of each frame's rays is drawn from these regions.
 * **Torso field** (``model.cascade=True``): ``nerf/deform.py: TorsoField``, a 2-D layer beneath
   the head driven by the pose, over the per-identity background; its opacity is pulled towards
   the data's torso/neck mask where the head is not (``model.torso_weight``). ``cascade=False``
@@ -115,6 +119,7 @@ class LokiTalkNet(nn.Module):
   identity_init: float
   encoding: nn.Module
   deform_encoding: nn.Module
+  region_encoding: nn.Module | None
   torso_encoding: nn.Module
   torso_deform_encoding: nn.Module
   depth: int
@@ -154,7 +159,8 @@ class LokiTalkNet(nn.Module):
     self.audio_pool = audio_encoder.temporal_pool(self.temporal)
     self.canonical_hyper = nn.Dense(self.condition_features, use_bias=False)
     self.face = deform.FaceDeformation(self.deform_encoding, self.deform_width, self.deform_depth,
-                                       self.regions, self.deform_scale, self.hyper)
+                                       self.regions, self.deform_scale, self.hyper,
+                                       self.region_encoding)
     self.field = field_lib.ConditionedField(
         encoding=self.encoding, depth=self.depth, width=self.width, skips=self.skips,
         dir_deg=self.dir_deg, view_dependent=self.view_dependent)
@@ -259,6 +265,8 @@ def net_from_config(config: ml_collections.ConfigDict) -> LokiTalkNet:
       identity_init=float(mc.identity_init),
       encoding=encoding_lib.build_encoding(mc.encoding),
       deform_encoding=encoding_lib.build_encoding(mc.deform_encoding),
+      region_encoding=(None if mc.region_encoding.kind == "shared"
+                       else encoding_lib.build_encoding(mc.region_encoding)),
       torso_encoding=encoding_lib.build_encoding(mc.torso_encoding),
       torso_deform_encoding=encoding_lib.build_encoding(mc.deform_encoding),
       depth=int(mc.depth), width=int(mc.width), skips=tuple(mc.skips), dir_deg=int(mc.dir_deg),
@@ -427,7 +435,7 @@ class LokiTalk:
     """How local each branch's effect is: each frame rendered with its own inputs, then with
     only its audio replaced (by that of the frame half the set away) and with only its blink
     replaced (eyes shut where open, open where shut). ``audio_leak`` is the summed absolute
-    change outside the swept lips region (``pipeline.FRAME_MASK_NAMES``) over that inside it;
+    change outside the swept speech region (``pipeline.FRAME_MASK_NAMES``) over that inside it;
     ``blink_leak`` likewise for the swept eyes region. Regions are dilated by ``margin``
     pixels (default: 1 per 32 pixels of frame side), as shut lids and a wider-open mouth than
     the neighbouring frames' reach a little further. 0: perfectly local. ``base``: the
@@ -441,7 +449,7 @@ class LokiTalk:
     swapped = dataclasses.replace(frames, audio=frames.audio[donor])
     shut = dataclasses.replace(frames, blink=(frames.blink < 0.5).astype(np.float32))
     out = {}
-    for name, other, region in (("audio_leak", swapped, "lips_region"),
+    for name, other, region in (("audio_leak", swapped, "speech_region"),
                                 ("blink_leak", shut, "eyes_region")):
       channel = pipeline.FRAME_MASK_NAMES.index(region)
       change = np.abs(self.render_frames(params, other)["rgb"] - base).sum(-1)
@@ -504,11 +512,11 @@ def reference_frames(frames: pipeline.FrameSet, shape) -> np.ndarray:
 
 
 def region_targets(masks: np.ndarray | jax.Array):
-  """Region index (``deform.REGIONS``) each pixel should belong to: lips in the swept lips
+  """Region index (``deform.REGIONS``) each pixel should belong to: lips in the swept speech
   region, eyes in the swept eyes region (and not lips), head elsewhere (channels
   ``pipeline.FRAME_MASK_NAMES``)."""
   xp = jnp if isinstance(masks, jax.Array) else np
-  lips = masks[..., pipeline.FRAME_MASK_NAMES.index("lips_region")] > 0.5
+  lips = masks[..., pipeline.FRAME_MASK_NAMES.index("speech_region")] > 0.5
   eyes = masks[..., pipeline.FRAME_MASK_NAMES.index("eyes_region")] > 0.5
   return xp.where(lips, deform.REGIONS.index("lips"),
                   xp.where(eyes, deform.REGIONS.index("eyes"), deform.REGIONS.index("head")))

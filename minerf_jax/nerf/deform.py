@@ -109,6 +109,9 @@ class FaceDeformation(nn.Module):
 
   Attributes:
     encoding: point features for the deformation (a coarse one: deformations are smooth).
+    region_encoding: point features of the region weights (None: the deformation's). Region
+      borders are sharper than offsets are smooth: a finer encoding here keeps each branch's
+      effect from spilling a pixel or two past its region.
     width: width of the shared point trunk and the branches; depth: branch depth.
     regions: region-specific branches (True) or one global branch on all conditions (False).
     scale: largest offset per branch.
@@ -120,6 +123,7 @@ class FaceDeformation(nn.Module):
   regions: bool = True
   scale: float = 0.25
   adapter: str = "film"
+  region_encoding: nn.Module | None = None
 
   @nn.compact
   def __call__(self, x: jax.Array, conds: Mapping[str, jax.Array],
@@ -135,7 +139,8 @@ class FaceDeformation(nn.Module):
       offset = branch("global_branch")(h, c, z)
       weights = jnp.full(offset.shape[:-1] + (len(REGIONS),), 1.0 / len(REGIONS), offset.dtype)
       return x + offset, offset, weights
-    g = nn.Dense(self.width, name="region_hidden")(h)
+    g = nn.Dense(self.width, name="region_hidden")(
+        h if self.region_encoding is None else self.region_encoding(x))
     if z is not None and self.adapter != "none":  # where a person's lips and eyes lie
       g = g + nn.Dense(self.width, use_bias=False, name="region_hyper")(z)[..., None, :]
     weights = jax.nn.softmax(nn.Dense(len(REGIONS), name="region_logits")(nn.relu(g)), -1)
