@@ -28,6 +28,12 @@ talk_synthetic, talk_real
   Speech-driven MI-NeRF (``launch/talk_eval.py``): --nerf_run and --audio_run; exact PSNR
   against the generator's render of new speech, or lip sync and mouth LMD on the real clips'
   held-out splits against the real frames (real, true-expression, predicted and mean rows).
+lokitalk_synthetic
+  LokiTalk, its ablations and audio-driven MI-NeRF trained for --horizon steps (default 500)
+  on one dataset (configs/lokitalk.py:--variant's), in --out_dir/NAME; exact per-region PSNR
+  and jaw sync on new generator speech (``launch/lokitalk_bench.py``):
+  python -m launch.benchmark --suite=lokitalk_synthetic --variant=demo --horizon=500 \
+      --out_dir=runs/bench/loki --out=runs/bench/loki.json
 motion_step_time
   Seconds per training iteration of TPSMM, MCNet and MRFA (--variant of their configs, default
   'cpu'), --steps timed steps after the compile.
@@ -52,7 +58,7 @@ from minerf_jax.train import state as state_lib
 _SUITE = flags.DEFINE_enum("suite", "minerf_scaling",
                            ["minerf_scaling", "minerf_fusion", "minerf_personalise",
                             "minerf_throughput", "motion_params", "motion_step_time",
-                            "talk_synthetic", "talk_real"],
+                            "talk_synthetic", "talk_real", "lokitalk_synthetic"],
                            "Benchmark suite.")
 _VARIANT = flags.DEFINE_string("variant", "demo", "configs/minerf.py variant to benchmark.")
 _NUM_IDS = flags.DEFINE_list("num_identities", ["1", "2", "4", "8"], "minerf_scaling: N values.")
@@ -82,7 +88,12 @@ _SPEAKERS = flags.DEFINE_integer("speakers", 4, "talk_synthetic: held-out speech
 _TALK_FRAMES = flags.DEFINE_integer("talk_frames", 50, "talk_synthetic: frames per track; "
                                     "talk_real: max held-out frames per identity (0: all).")
 _SPEECH = flags.DEFINE_string("speech", None, "talk_real: also drive identity 0 with this file.")
-_OUT_DIR = flags.DEFINE_string("out_dir", "runs/bench", "talk_real: where the talk video goes.")
+_OUT_DIR = flags.DEFINE_string("out_dir", "runs/bench", "talk_real: where the talk video goes; "
+                               "lokitalk_synthetic: where its runs are trained.")
+_LOKI_MODELS = flags.DEFINE_list("models", None, "lokitalk_synthetic: which of lokitalk, "
+                                 "regions_off, cascade_off, transfer_off, minerf (default all).")
+_JAW_GRID = flags.DEFINE_integer("jaw_grid", 9, "lokitalk_synthetic: jaw openings of the "
+                                 "analysis-by-synthesis reading.")
 
 
 def _overrides() -> dict:
@@ -236,6 +247,15 @@ def suite_talk_real() -> dict:
                         _TALK_FRAMES.value if _TALK_FRAMES.present else 0)
 
 
+def suite_lokitalk_synthetic() -> dict:
+  from launch import lokitalk_bench  # pylint: disable=g-import-not-at-top
+  return lokitalk_bench.suite(
+      _OUT_DIR.value, _VARIANT.value, _horizon(500),
+      _SPEAKERS.value if _SPEAKERS.present else 3,
+      _TALK_FRAMES.value if _TALK_FRAMES.present else 40, _JAW_GRID.value,
+      overrides=_overrides(), models_=tuple(_LOKI_MODELS.value) if _LOKI_MODELS.value else None)
+
+
 def main(argv):
   del argv
   results = {"minerf_scaling": suite_scaling,
@@ -245,7 +265,8 @@ def main(argv):
              "motion_params": suite_motion_params,
              "motion_step_time": suite_motion_step_time,
              "talk_synthetic": suite_talk_synthetic,
-             "talk_real": suite_talk_real}[_SUITE.value]()
+             "talk_real": suite_talk_real,
+             "lokitalk_synthetic": suite_lokitalk_synthetic}[_SUITE.value]()
   if _OUT.value:
     with open(_OUT.value, "w") as f:
       json.dump(results, f, indent=2)

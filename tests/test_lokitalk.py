@@ -405,3 +405,40 @@ def test_adaptation_to_a_new_identity(minerf_demo_run, lokitalk_test_run, tmp_pa
   with pytest.raises(ValueError, match="adapt.train names"):
     models.build(_config(data_dir, **{"adapt.identity": 2,
                                       "adapt.train": ("decoder",)})).trainable(new)
+
+
+# ------------------------------------------------------------------------------ the benchmark
+
+
+def test_benchmark_trains_every_model_on_one_dataset():
+  from launch import lokitalk_bench  # pylint: disable=g-import-not-at-top
+  cfgs = lokitalk_bench.configs("test", 7, "/data", {"data.resolution": 32})
+  loki, mi, a2e = cfgs["lokitalk"], cfgs["minerf"], cfgs["audio2exp"]
+  for name in ("lokitalk", *lokitalk_bench.ABLATIONS, "minerf"):
+    assert cfgs[name].total_steps == 7 and cfgs[name].data.data_dir == "/data", name
+  for field in ("resolution", "num_identities", "frames_per_identity", "seed"):
+    assert mi.data[field] == loki.data[field], field
+  assert mi.data.resolution == 32 and mi.model.name == "minerf"
+  assert (a2e.data.num_identities, a2e.data.speech_frames) == (loki.data.num_identities,
+                                                               loki.data.frames_per_identity)
+  assert cfgs["regions_off"].model.regions == "off" and loki.model.regions == "on"
+  assert cfgs["cascade_off"].model.cascade == "off" and cfgs["transfer_off"].model.transfer == "off"
+
+
+def test_jaw_reading_recovers_the_truths_jaw():
+  """Analysis by synthesis on the generator: a truth rendered at a grid opening reads back
+  exactly that opening; one between grid points reads one of its two neighbours (the nearest
+  in image error, which at 24 px need not be the nearest in opening)."""
+  from launch import lokitalk_bench  # pylint: disable=g-import-not-at-top
+  from minerf_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+  ident = synthetic.make_identity(0, 1)
+  rot, trans = synthetic.pose_matrix(0.1, 0.0, 0.0, (0.0, 0.0, 0.0))
+  truth = lambda t, e: synthetic.render(ident, e, rot, trans, 24, supersample=1)["rgb"]
+  grid = np.linspace(0, 1, 5).astype(np.float32)
+  jaws = np.array([0.0, 0.75, 0.3], np.float32)
+  e = np.tile(np.array([[0, 0.4, 0, 0, 0]], np.float32), (3, 1))
+  e[:, 0] = jaws
+  rgb = np.stack([truth(t, e[t]) for t in range(3)])
+  reading = lokitalk_bench._jaw_reading(rgb, e, truth, grid)
+  np.testing.assert_array_equal(reading[:2], [0.0, 0.75])
+  assert reading[2] in (0.25, 0.5)
