@@ -21,7 +21,7 @@ demo: $(STAMP)
 
 # The whole suite (what CI runs, ~30 min on 2 CPU cores); `make test-fast` skips slow tests.
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=25 tests
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" tests
