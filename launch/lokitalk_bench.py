@@ -27,6 +27,7 @@ import time
 
 import numpy as np
 
+from launch import talk_eval
 from launch import talking
 from minerf_jax.audio import features as features_lib
 from minerf_jax.data import pipeline
@@ -37,13 +38,6 @@ ABLATIONS = {"regions_off": {"model.regions": "off"},
              "cascade_off": {"model.cascade": "off"},
              "transfer_off": {"model.transfer": "off"}}
 REGION_MASKS = ("face", "lips", "eyes", "torso_neck")
-
-
-def _psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
-  err = (np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2
-  if mask is not None:
-    err = err[np.broadcast_to(np.asarray(mask, bool)[..., None], err.shape)]
-  return float(-10 * np.log10(max(err.mean(), 1e-12))) if err.size else float("nan")
 
 
 def _train(config, workdir: str) -> float:
@@ -157,9 +151,9 @@ def suite(out_dir: str, variant: str = "demo", steps: int = 500, speakers: int =
       renders[n] = np.concatenate(list(talking.render_chunks(r, identity, drive, poses)))
     for n, rgb in renders.items():
       row = rows[n]
-      row["psnr"].append(_psnr(rgb, gt_rgb))
+      row["psnr"].append(talk_eval.masked_psnr(rgb, gt_rgb))
       for i, m in enumerate(REGION_MASKS):
-        row[f"{m}_psnr"].append(_psnr(rgb, gt_rgb, masks[..., i]))
+        row[f"{m}_psnr"].append(talk_eval.masked_psnr(rgb, gt_rgb, masks[..., i]))
       jaw = truth_e[:, 0] if n == "truth" else _jaw_reading(rgb, truth_e, truth_fn, grid)
       row["jaw"].append(jaw)
       row["corr"].append(_sync(jaw, seq["audio"], first.fps))

@@ -31,12 +31,14 @@ from minerf_jax.data import sequences
 from minerf_jax.metrics import sync
 
 
-def _psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
+def masked_psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
+  """PSNR (dB) of frames ``a`` against ``b`` [..., 3], over the pixels of ``mask`` [...] when
+  given (NaN where the mask is empty)."""
   err = (np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2
   if mask is not None:
     m = np.broadcast_to(np.asarray(mask, bool)[..., None], err.shape)
     err = err[m]
-  return float(-10 * np.log10(max(err.mean(), 1e-12)))
+  return float(-10 * np.log10(max(err.mean(), 1e-12))) if err.size else float("nan")
 
 
 def _mouth_region(lips: np.ndarray, grow: int = 2) -> np.ndarray:
@@ -93,9 +95,9 @@ def synthetic(nerf_run: str, audio_run: str, speakers: int = 4, frames: int = 50
     row = {"speaker": sequences.HELDOUT_SPEAKER_BASE + k, "identity": identity}
     for c in conds:
       rgb = _render(runs_, identity, tracks[c], poses)
-      per[c]["psnr"].append(_psnr(rgb, gt_rgb))
-      per[c]["face_psnr"].append(_psnr(rgb, gt_rgb, gt_mask))
-      per[c]["mouth_psnr"].append(_psnr(rgb, gt_rgb, np.broadcast_to(mouth, gt_mask.shape)))
+      per[c]["psnr"].append(masked_psnr(rgb, gt_rgb))
+      per[c]["face_psnr"].append(masked_psnr(rgb, gt_rgb, gt_mask))
+      per[c]["mouth_psnr"].append(masked_psnr(rgb, gt_rgb, np.broadcast_to(mouth, gt_mask.shape)))
       row[c] = {m: per[c][m][-1] for m in per[c]}
     rows.append(row)
     pred_all.append(speech)
