@@ -249,6 +249,10 @@ def suite_talk_real() -> dict:
 
 def suite_lokitalk_synthetic() -> dict:
   from launch import lokitalk_bench  # pylint: disable=g-import-not-at-top
+  known = ("lokitalk", *lokitalk_bench.ABLATIONS, "minerf")
+  unknown = sorted(set(_LOKI_MODELS.value or ()) - set(known))
+  if unknown:
+    raise app.UsageError(f"--models={','.join(unknown)}: choose from {','.join(known)}")
   return lokitalk_bench.suite(
       _OUT_DIR.value, _VARIANT.value, _horizon(500),
       _SPEAKERS.value if _SPEAKERS.present else 3,
