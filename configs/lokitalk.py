@@ -113,7 +113,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.adapt = ml_collections.ConfigDict(dict(
       identity=-1,                # >= 0: fit this new identity (needs init_from)
       num_frames=0,               # > 0: only its first N train frames (2 s = 50 at 25 fps)
-      train=("identity_codes", "background"),   # collections fine-tuned; all others frozen
+      train=("identity_codes", "background"),   # collections fine-tuned, all others frozen;
+                                                # ('all',): every one
   ))
 
   if arg == "demo":

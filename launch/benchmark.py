@@ -26,14 +26,25 @@ motion_params
   compiled).
 talk_synthetic, talk_real
   Speech-driven MI-NeRF (``launch/talk_eval.py``): --nerf_run and --audio_run; exact PSNR
-  against the generator's render of new speech, or lip sync and mouth LMD on the real clips'
-  held-out splits against the real frames (real, true-expression, predicted and mean rows).
+  against the generator's render of new speech, or lip sync, mouth LMD, PSNR and LPIPS on the
+  real clips' held-out splits against the real frames (real, true-expression, predicted and
+  mean rows). talk_real also takes a LokiTalk --nerf_run without --audio_run (its row: driven
+  by the held-out audio and blinks).
 lokitalk_synthetic
   LokiTalk, its ablations and audio-driven MI-NeRF trained for --horizon steps (default 500)
   on one dataset (configs/lokitalk.py:--variant's), in --out_dir/NAME; exact per-region PSNR
   and jaw sync on new generator speech (``launch/lokitalk_bench.py``):
   python -m launch.benchmark --suite=lokitalk_synthetic --variant=demo --horizon=500 \
       --out_dir=runs/bench/loki --out=runs/bench/loki.json
+lokitalk_adapt
+  Adaptation to an identity held out of pretraining from 2 s and 10 s of its video
+  (--frame_counts, default 50,250): LokiTalk with knowledge transfer (ID encoder + code;
+  or every collection fine-tuned), without the ID encoder (likewise), from scratch, and MI-NeRF
+  personalisation (identity tables; or everything); steps and seconds to a held-out head-PSNR target (--targets' first value x
+  the pretrained LokiTalk's own held-out head PSNR, default 0.95) within --horizon steps
+  (default 300), after --base_steps of pretraining (default 1000):
+  python -m launch.benchmark --suite=lokitalk_adapt --variant=demo \
+      --config_overrides='{"data.frames_per_identity": 313}' --out=runs/bench/adapt.json
 motion_step_time
   Seconds per training iteration of TPSMM, MCNet and MRFA (--variant of their configs, default
   'cpu'), --steps timed steps after the compile.
@@ -58,7 +69,8 @@ from minerf_jax.train import state as state_lib
 _SUITE = flags.DEFINE_enum("suite", "minerf_scaling",
                            ["minerf_scaling", "minerf_fusion", "minerf_personalise",
                             "minerf_throughput", "motion_params", "motion_step_time",
-                            "talk_synthetic", "talk_real", "lokitalk_synthetic"],
+                            "talk_synthetic", "talk_real", "lokitalk_synthetic",
+                            "lokitalk_adapt"],
                            "Benchmark suite.")
 _VARIANT = flags.DEFINE_string("variant", "demo", "configs/minerf.py variant to benchmark.")
 _NUM_IDS = flags.DEFINE_list("num_identities", ["1", "2", "4", "8"], "minerf_scaling: N values.")
@@ -83,7 +95,8 @@ _PLOT = flags.DEFINE_string("plot", None, "minerf_scaling: write the PSNR-vs-sec
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps per model (motion_step_time).")
 _OUT = flags.DEFINE_string("out", None, "Write the figures as JSON here.")
 _NERF_RUN = flags.DEFINE_string("nerf_run", "runs/demo", "talk_*: the MI-NeRF run.")
-_AUDIO_RUN = flags.DEFINE_string("audio_run", "runs/a2e", "talk_*: the audio-to-expression run.")
+_AUDIO_RUN = flags.DEFINE_string("audio_run", "runs/a2e", "talk_*: the audio-to-expression run "
+                                 "of an MI-NeRF --nerf_run (talk_real: none for LokiTalk).")
 _SPEAKERS = flags.DEFINE_integer("speakers", 4, "talk_synthetic: held-out speech tracks.")
 _TALK_FRAMES = flags.DEFINE_integer("talk_frames", 50, "talk_synthetic: frames per track; "
                                     "talk_real: max held-out frames per identity (0: all).")
@@ -91,7 +104,12 @@ _SPEECH = flags.DEFINE_string("speech", None, "talk_real: also drive identity 0 
 _OUT_DIR = flags.DEFINE_string("out_dir", "runs/bench", "talk_real: where the talk video goes; "
                                "lokitalk_synthetic: where its runs are trained.")
 _LOKI_MODELS = flags.DEFINE_list("models", None, "lokitalk_synthetic: which of lokitalk, "
-                                 "regions_off, cascade_off, transfer_off, minerf (default all).")
+                                 "regions_off, cascade_off, transfer_off, minerf (default all); "
+                                 "lokitalk_adapt: which of transfer, transfer_all, "
+                                 "encoder_off, encoder_off_all, scratch, minerf, minerf_all "
+                                 "(default all).")
+_BASE_IDS = flags.DEFINE_integer("base_identities", 2, "lokitalk_adapt: identities of the "
+                                 "pretraining; the next one is the new identity.")
 _JAW_GRID = flags.DEFINE_integer("jaw_grid", 9, "lokitalk_synthetic: jaw openings of the "
                                  "analysis-by-synthesis reading.")
 
@@ -243,7 +261,9 @@ def suite_talk_synthetic() -> dict:
 
 def suite_talk_real() -> dict:
   from launch import talk_eval  # pylint: disable=g-import-not-at-top
-  return talk_eval.real(_NERF_RUN.value, _AUDIO_RUN.value, _SPEECH.value, _OUT_DIR.value,
+  # An audio-driven run (LokiTalk) takes no audio model: --audio_run only when given.
+  audio_run = _AUDIO_RUN.value if _AUDIO_RUN.present else None
+  return talk_eval.real(_NERF_RUN.value, audio_run, _SPEECH.value, _OUT_DIR.value,
                         _TALK_FRAMES.value if _TALK_FRAMES.present else 0)
 
 
@@ -260,6 +280,21 @@ def suite_lokitalk_synthetic() -> dict:
       overrides=_overrides(), models_=tuple(_LOKI_MODELS.value) if _LOKI_MODELS.value else None)
 
 
+def suite_lokitalk_adapt() -> dict:
+  from launch import lokitalk_bench  # pylint: disable=g-import-not-at-top
+  modes = tuple(_LOKI_MODELS.value or lokitalk_bench.ADAPT_MODES)
+  unknown = sorted(set(modes) - set(lokitalk_bench.ADAPT_MODES))
+  if unknown:
+    raise app.UsageError(f"--models={','.join(unknown)}: choose from "
+                         f"{','.join(lokitalk_bench.ADAPT_MODES)}")
+  return lokitalk_bench.suite_adapt(
+      _VARIANT.value, _BASE_STEPS.value if _BASE_STEPS.present else 1000, _horizon(300),
+      tuple(int(f) for f in _FRAMES.value) if _FRAMES.present else (50, 250),
+      base_identities=_BASE_IDS.value, modes=modes, eval_every=_EVAL_EVERY.value if _EVAL_EVERY.present else 25,
+      target=float(_TARGETS.value[0]) if _TARGETS.present else 0.95,
+      overrides=_overrides())
+
+
 def main(argv):
   del argv
   results = {"minerf_scaling": suite_scaling,
@@ -270,7 +305,8 @@ def main(argv):
              "motion_step_time": suite_motion_step_time,
              "talk_synthetic": suite_talk_synthetic,
              "talk_real": suite_talk_real,
-             "lokitalk_synthetic": suite_lokitalk_synthetic}[_SUITE.value]()
+             "lokitalk_synthetic": suite_lokitalk_synthetic,
+             "lokitalk_adapt": suite_lokitalk_adapt}[_SUITE.value]()
   if _OUT.value:
     with open(_OUT.value, "w") as f:
       json.dump(results, f, indent=2)

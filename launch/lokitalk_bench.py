@@ -182,3 +182,143 @@ def suite(out_dir: str, variant: str = "demo", steps: int = 500, speakers: int =
           f"{f['eyes_psnr']:6.2f} {f['torso_neck_psnr']:6.2f}   {f['jaw_corr']:6.3f}   "
           f"{f['sync_corr']:.3f} @ {f['sync_lag']:+d}")
   return out
+
+
+# ------------------------------------------------------------------------------ lokitalk_adapt
+
+ADAPT_MODES = ("transfer", "transfer_all", "encoder_off", "encoder_off_all", "scratch", "minerf",
+               "minerf_all")
+
+
+def adapt_configs(variant: str, steps: int, frames: int, base_identities: int,
+                  probe_frames: int, data_dir: str | None, overrides: dict) -> dict:
+  """{mode: config} of one adaptation to identity ``base_identities`` from its first ``frames``
+  train frames, every run ``steps`` steps (``ADAPT_MODES``):
+
+  * transfer: pretrained LokiTalk, the new code started at the ID encoder's reading of the
+    clip, identity code and background fine-tuned (``configs/lokitalk.py``'s ``adapt.train``);
+  * transfer_all: the same start, every collection fine-tuned;
+  * encoder_off: a pretrained LokiTalk without the ID encoder (``model.transfer=off``), the new
+    code started at the mean code, code and background fine-tuned; encoder_off_all: every
+    collection;
+  * scratch: a fresh LokiTalk trained on the clip alone, every collection;
+  * minerf: MI-NeRF personalisation (``configs/minerf.py``'s ``personalise``: identity tables
+    fine-tuned) of a pretrained MI-NeRF on the same data, given the frames' true expressions;
+    minerf_all: every parameter fine-tuned (``personalise.freeze_shared=False``).
+
+  Base configs (``base_*``, ``total_steps`` unset) train on identities 0..B-1."""
+  from configs import lokitalk as loki_config  # pylint: disable=g-import-not-at-top
+  from configs import minerf as minerf_config  # pylint: disable=g-import-not-at-top
+  loki = loki_config.get_config(variant)
+  if data_dir:
+    loki.data.data_dir = data_dir
+  loki.update_from_flattened_dict(overrides)
+  loki.data.num_identities = base_identities
+  loki.eval.frames_per_identity = probe_frames
+  m = minerf_config.get_config(variant)
+  m.data.update({k: loki.data[k] for k in ("data_dir", "resolution", "num_identities",
+                                           "frames_per_identity", "fps", "seed")
+                 if k in m.data})
+  m.eval.frames_per_identity = probe_frames
+  new = {"total_steps": steps, "adapt.identity": base_identities, "adapt.num_frames": frames}
+  out = {"base_lokitalk": loki, "base_encoder_off": _with(loki, {"model.transfer": "off"}),
+         "base_minerf": m}
+  out["transfer"] = _with(loki, new)
+  out["transfer_all"] = _with(loki, {**new, "adapt.train": ("all",)})
+  out["encoder_off"] = _with(loki, {**new, "model.transfer": "off"})
+  out["encoder_off_all"] = _with(loki, {**new, "model.transfer": "off", "adapt.train": ("all",)})
+  out["scratch"] = _with(loki, {**new, "adapt.train": ("all",)})
+  out["minerf"] = _with(m, {"total_steps": steps, "personalise.identity": base_identities,
+                            "personalise.num_frames": frames})
+  out["minerf_all"] = _with(out["minerf"], {"personalise.freeze_shared": False})
+  return out
+
+
+def _with(config, overrides: dict):
+  c = config.copy_and_resolve_references()
+  c.update_from_flattened_dict(overrides)
+  return c
+
+
+ADAPT_BASE = {"transfer": "base_lokitalk", "transfer_all": "base_lokitalk",
+              "encoder_off": "base_encoder_off", "encoder_off_all": "base_encoder_off",
+              "minerf": "base_minerf", "minerf_all": "base_minerf", "scratch": None}
+
+
+def suite_adapt(variant: str = "demo", base_steps: int = 1000, steps: int = 300,
+                frame_counts: tuple[int, ...] = (50, 250), base_identities: int = 2,
+                modes: tuple[str, ...] = ADAPT_MODES, eval_every: int = 25,
+                target: float = 0.95, probe_frames: int = 4, data_dir: str | None = None,
+                overrides: dict | None = None) -> dict:
+  """The lokitalk_adapt suite: a new identity (index ``base_identities``, never in
+  pretraining) from 2 s (50 frames) and 10 s (250 frames) of its video, per ``ADAPT_MODES``.
+
+  Every run has the schedule horizon ``steps``; the held-out head PSNR of the new identity
+  (``minerf_claims.FrameProbe`` / ``HeadProbe``: the head pixels of ``probe_frames`` held-out
+  frames, LokiTalk driven by their audio and blinks, MI-NeRF by their true expressions) is
+  probed every ``eval_every`` steps. The stated target is ``target`` x (in dB) the pretrained
+  LokiTalk's held-out head PSNR on the identities it was pretrained on: what pretraining
+  reaches for people it has seen. Each run reports the steps and training seconds to the
+  target (``minerf_claims.Curve.time_to``; compiles and probes excluded) and its final head
+  PSNR; each base its pretraining seconds. The data must hold ``max(frame_counts)`` train
+  frames per identity (``data.frames_per_identity`` >= that / (1 - test fraction)).
+  """
+  from launch import minerf_claims  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  unknown = sorted(set(modes) - set(ADAPT_MODES))
+  if unknown:
+    raise ValueError(f"lokitalk_adapt modes {unknown}: choose from {ADAPT_MODES}")
+  overrides = dict(overrides or {})
+  cfgs = {n: adapt_configs(variant, steps, n, base_identities, probe_frames, data_dir,
+                           overrides) for n in frame_counts}
+  first = cfgs[frame_counts[0]]
+  needed = {ADAPT_BASE[m] for m in modes} - {None}
+  bases, base_rows = {}, {}
+  for name in ("base_lokitalk", "base_encoder_off", "base_minerf"):
+    if name not in needed and name != "base_lokitalk":
+      continue
+    c = _with(first[name], {"total_steps": base_steps})
+    trainer, curve = minerf_claims.train_curve(
+        c, max(eval_every, base_steps // 10), probe_frames,
+        label=f"{name} on identities 0..{base_identities - 1}")
+    bases[name] = jax.device_get(trainer.params)
+    converged = float(np.mean([curve.converged(i, 3) for i in curve.psnr]))
+    base_rows[name] = {"seconds": trainer.train_seconds, "compile_seconds": curve.compile_seconds,
+                       "heldout_head_psnr": converged, "curve": curve.to_json()}
+  goal = target * base_rows["base_lokitalk"]["heldout_head_psnr"]
+  print(f"lokitalk_adapt target: {goal:.2f} dB held-out head PSNR of the new identity "
+        f"({100 * target:.0f}% of the pretrained LokiTalk's "
+        f"{base_rows['base_lokitalk']['heldout_head_psnr']:.2f} dB on its own identities)",
+        flush=True)
+  runs = {}
+  for frames in frame_counts:
+    for mode in modes:
+      config = cfgs[frames][mode]
+      base = ADAPT_BASE[mode]
+      trainer, curve = minerf_claims.train_curve(
+          config, eval_every, probe_frames, pretrained=bases[base] if base else None,
+          label=f"{mode}, {frames} frames")
+      seconds = curve.time_to({base_identities: goal})
+      reached = np.asarray(curve.psnr[base_identities]) >= goal
+      runs[f"{frames} frames / {mode}"] = {
+          "frames": frames, "mode": mode,
+          "steps_to_target": int(curve.steps[int(np.argmax(reached))]) if reached.any() else None,
+          "seconds_to_target": seconds,
+          "final_head_psnr": float(curve.psnr[base_identities][-1]),
+          "best_head_psnr": float(np.max(curve.psnr[base_identities])),
+          "curve": curve.to_json()}
+  fps = float(first["base_lokitalk"].data.fps)
+  print(f"lokitalk_adapt: new identity {base_identities}, {steps} steps per run; head PSNR of "
+        f"its held-out frames (dB); target {goal:.2f} dB")
+  for name, row in base_rows.items():
+    print(f"  {name:17s} pretraining {base_steps} steps {row['seconds']:6.1f} s, held-out head "
+          f"PSNR {row['heldout_head_psnr']:.2f} dB on identities 0..{base_identities - 1}")
+  for row in runs.values():
+    to = (f"{row['steps_to_target']:4d} steps {row['seconds_to_target']:6.1f} s"
+          if row["steps_to_target"] is not None else "    not reached     ")
+    print(f"  {row['frames'] / fps:4.0f} s ({row['frames']:3d} frames) {row['mode']:12s} "
+          f"to target: {to}   final {row['final_head_psnr']:.2f}  best "
+          f"{row['best_head_psnr']:.2f}", flush=True)
+  return {"variant": variant, "target_psnr": goal, "target_fraction": target, "steps": steps,
+          "base_steps": base_steps, "base_identities": base_identities, "bases": base_rows,
+          "runs": runs}

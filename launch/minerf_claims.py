@@ -37,7 +37,8 @@ from minerf_jax.train import parallel
 from minerf_jax.train import state as state_lib
 
 # Config fields that change the data or the init, never the compiled train step.
-_DATA_ONLY_FIELDS = ("seed", "data.identities", "personalise.num_frames", "init_from")
+_DATA_ONLY_FIELDS = ("seed", "data.identities", "personalise.num_frames", "adapt.num_frames",
+                     "init_from")
 _programs: dict[str, tuple[Any, Any, Any]] = {}
 
 
@@ -140,6 +141,36 @@ class HeadProbe:
             for i in self.identities}
 
 
+class FrameProbe:
+  """``HeadProbe`` for models that render whole frames from per-frame conditions (audio-driven
+  ones: ``model.render_frames``): the same head-pixel PSNR of ``frames_per_identity`` held-out
+  frames per identity, each frame rendered whole and the head mask applied after."""
+
+  def __init__(self, frames: pipeline.FrameSet, frames_per_identity: int):
+    picks = []
+    for identity in sorted(set(frames.identity.tolist())):
+      idx = np.flatnonzero(frames.identity == identity)
+      picks += list(idx[np.unique(np.linspace(0, len(idx) - 1, frames_per_identity).round()
+                                  .astype(int))])
+    self.frames = frames.take(np.asarray(picks))
+    self.identities = sorted(set(self.frames.identity.tolist()))
+
+  def __call__(self, model, params) -> dict[int, float]:
+    err = (model.render_frames(params, self.frames)["rgb"] - self.frames.rgb) ** 2
+    head = self.frames.mask > 0.5
+    return {i: float(metrics.mse_to_psnr(err[head & (self.frames.identity == i)[:, None, None]]
+                                         .mean())) for i in self.identities}
+
+
+def make_probe(config: ml_collections.ConfigDict, frames: pipeline.FrameSet,
+               frames_per_identity: int):
+  """The held-out head-PSNR probe of ``config``'s model: per ray, or per frame for
+  audio-driven models (``pipeline.audio_context`` >= 0)."""
+  if pipeline.audio_context(config) >= 0:
+    return FrameProbe(frames, frames_per_identity)
+  return HeadProbe(frames, frames_per_identity, int(config.eval.chunk))
+
+
 @dataclasses.dataclass
 class Curve:
   """Evaluations of one run: ``steps`` [K], ``seconds`` [K], ``psnr[identity]`` [K]."""
@@ -179,7 +210,7 @@ def train_curve(config: ml_collections.ConfigDict, eval_every: int, probe_frames
                 pretrained=None, label: str = "") -> tuple[Trainer, Curve]:
   """Trains ``config`` for ``config.total_steps``, probing head PSNR every ``eval_every``."""
   trainer = Trainer(config, pretrained=pretrained)
-  probe = HeadProbe(trainer.data.eval_data["heldout"], probe_frames, int(config.eval.chunk))
+  probe = make_probe(config, trainer.data.eval_data["heldout"], probe_frames)
   curve = Curve([], [], {i: [] for i in probe.identities})
   total = int(config.total_steps)
   t_start = time.perf_counter()

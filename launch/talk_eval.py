@@ -13,7 +13,10 @@ talk_real: on each identity's held-out split (never trained on), MediaPipe mouth
 (i) the real frames, (ii) MI-NeRF driven by the true expressions, (iii) by the expressions the
 audio model predicts from the held-out audio, (iv) by the train-mean expression, all at the
 held-out frames' own head poses; the sync peak correlation and lag of each against the held-out
-speech, and mouth LMD (``metrics.sync.mouth_lmd``) of (ii)-(iv) against the real frames.
+speech, and mouth LMD (``metrics.sync.mouth_lmd``), whole-frame PSNR (at the model's image size)
+and LPIPS (AlexNet; the renders upsampled to the real frames' side) of (ii)-(iv) against the
+real frames. An audio-driven run (LokiTalk) has
+one rendered row instead, 'audio': driven by the held-out audio and the frames' own blinks.
 With ``speech``, ``launch.talk`` also drives the first identity that has speech with it.
 """
 from __future__ import annotations
@@ -137,21 +140,40 @@ def _mouths(lm, frames: np.ndarray) -> _Mouths:
   return _Mouths(sync.mouth_opening(points), points)
 
 
-def real(nerf_run: str, audio_run: str, speech: str | None = None, out_dir: str = "",
-         max_frames: int = 0) -> dict:
+def _lpips(losses, renders: np.ndarray, real_frames: np.ndarray, chunk: int = 16) -> float:
+  """Mean LPIPS of renders, upsampled (bilinear) to the real frames' side, against them."""
+  import jax  # pylint: disable=g-import-not-at-top
+  n, side = len(real_frames), real_frames.shape[1]
+  values = []
+  for i in range(0, n, chunk):
+    up = jax.image.resize(renders[i:i + chunk], (len(renders[i:i + chunk]), side, side, 3),
+                          "bilinear")
+    values.append(np.asarray(losses.lpips_per_image(up, real_frames[i:i + chunk])))
+  return float(np.concatenate(values).mean())
+
+
+def real(nerf_run: str, audio_run: str | None, speech: str | None = None, out_dir: str = "",
+         max_frames: int = 0, min_frames: int = 8) -> dict:
   """The talk_real suite (see module docstring); with ``speech``, also ``launch.talk`` of
-  identity 0 driven by it, written to ``out_dir/talk_real.mp4``."""
+  identity 0 driven by it, written to ``out_dir/talk_real.mp4``. An audio-driven run (LokiTalk)
+  takes no ``audio_run``: its one rendered row, 'audio', is driven by the held-out audio and
+  the held-out frames' blinks."""
+  from minerf_jax import losses  # pylint: disable=g-import-not-at-top
   from minerf_jax.metrics import landmarks as landmark_metrics  # pylint: disable=g-import-not-at-top
   runs_ = talking.TalkRuns.load(nerf_run, audio_run)
   if runs_.nerf_config.data.name != "talking_faces":
-    raise ValueError("talk_real needs an MI-NeRF run on the talking_faces dataset")
-  a2e, ap = runs_.a2e, runs_.a2e_params
-  mean = np.asarray(ap["stats"]["mean"])
-  seqs = sequences.real_sequences(runs_.a2e_config.data, "test", min_frames=8)
+    raise ValueError(f"talk_real needs a run on the talking_faces dataset; {nerf_run} was "
+                     f"trained on {runs_.nerf_config.data.name!r}")
+  if runs_.audio_driven:
+    data_config, conds = runs_.nerf_config.data, ("real", "audio")
+  else:
+    data_config, conds = runs_.a2e_config.data, ("real", "true", "predicted", "mean")
+    a2e, ap = runs_.a2e, runs_.a2e_params
+    mean = np.asarray(ap["stats"]["mean"])
+  seqs = sequences.real_sequences(data_config, "test", min_frames=min_frames)
   size = pipeline.image_size(runs_.nerf_config)
   side = int(runs_.builder.info.metadata["resolution"])
-  conds = ("real", "true", "predicted", "mean")
-  results, start = {"identities": {}}, time.time()
+  results, start = {"identities": {}, "model": runs_.nerf_config.model.name}, time.time()
   with landmark_metrics.LandmarkMetrics() as lm:
     frames = pipeline.load_frames(runs_.builder, "test",             # at 256, time order
                                   tuple(range(runs_.num_identities)))
@@ -169,15 +191,20 @@ def real(nerf_run: str, audio_run: str, speech: str | None = None, out_dir: str 
       held = frames.take(idx)
       small = pipeline.resize_frames(held, size)
       poses = talking.Poses(small.rotation, small.translation, small.intrinsics)
-      predicted = a2e.predict_features(
-          ap, features_lib.features(s.audio, s.fps, len(s), a2e.settings)[:n],
-          talking.style_identity(runs_, identity))
-      tracks = {"true": held.expression,
-                "predicted": a2e.expressions(ap, predicted, s.blink[:n]),
-                "mean": np.repeat(mean[None], n, 0).astype(np.float32)}
+      if runs_.audio_driven:
+        tracks = {"audio": talking.audio_track(runs_, s.audio, len(s), blinks="video",
+                                               video_blinks=s.blink).take(slice(0, n))}
+      else:
+        predicted = a2e.predict_features(
+            ap, features_lib.features(s.audio, s.fps, len(s), a2e.settings)[:n],
+            talking.style_identity(runs_, identity))
+        tracks = {"true": held.expression,
+                  "predicted": a2e.expressions(ap, predicted, s.blink[:n]),
+                  "mean": np.repeat(mean[None], n, 0).astype(np.float32)}
       mouths = {"real": _mouths(lm, held.rgb)}
-      for c in ("true", "predicted", "mean"):
-        mouths[c] = _mouths(lm, _render(runs_, identity, tracks[c], poses))
+      renders = {c: _render(runs_, identity, tracks[c], poses) for c in tracks}
+      for c, rgb in renders.items():
+        mouths[c] = _mouths(lm, rgb)
       row = {"frames": n, "seconds": n / s.fps}
       for c in conds:
         r = sync.speech_sync(mouths[c].opening, audio, features_lib.SAMPLE_RATE, s.fps)
@@ -186,10 +213,13 @@ def real(nerf_run: str, audio_run: str, speech: str | None = None, out_dir: str 
         if c != "real":
           row[c]["lmd"] = sync.mouth_lmd(mouths[c].points * (side / size), mouths["real"].points,
                                          side)
+          row[c]["psnr"] = masked_psnr(renders[c], small.rgb)
+          row[c]["lpips"] = _lpips(losses, renders[c], held.rgb)
       results["identities"][identity] = row
       print(f"talk_real identity {identity} ({n} frames): " + "  ".join(
           f"{c} sync {row[c]['sync_corr']:.2f}@{row[c]['sync_lag']}"
-          + (f" lmd {row[c]['lmd']:.2f}" if "lmd" in row[c] else "") for c in conds), flush=True)
+          + (f" lmd {row[c]['lmd']:.2f} psnr {row[c]['psnr']:.2f} lpips {row[c]['lpips']:.3f}"
+             if "lmd" in row[c] else "") for c in conds), flush=True)
   results["evaluate_seconds"] = time.time() - start
   if speech:
     import os  # pylint: disable=g-import-not-at-top

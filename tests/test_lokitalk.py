@@ -442,3 +442,38 @@ def test_jaw_reading_recovers_the_truths_jaw():
   reading = lokitalk_bench._jaw_reading(rgb, e, truth, grid)
   np.testing.assert_array_equal(reading[:2], [0.0, 0.75])
   assert reading[2] in (0.25, 0.5)
+
+
+def test_adaptation_benchmark_runs_differ_only_where_they_should():
+  """lokitalk_adapt: every run adapts the same new identity from the same frames for the same
+  horizon; the modes differ in what is trained and from where, and MI-NeRF sees the same data."""
+  from launch import lokitalk_bench  # pylint: disable=g-import-not-at-top
+  cfgs = lokitalk_bench.adapt_configs("test", 9, 5, 1, 3, "/data", {"data.resolution": 32})
+  for mode in lokitalk_bench.ADAPT_MODES:
+    c = cfgs[mode]
+    block = c.personalise if mode.startswith("minerf") else c.adapt
+    assert (c.total_steps, block.identity, block.num_frames) == (9, 1, 5), mode
+    assert c.data.num_identities == 1 and c.data.data_dir == "/data", mode
+    assert c.eval.frames_per_identity == 3 and c.data.resolution == 32, mode
+  for field in ("resolution", "num_identities", "frames_per_identity", "seed"):
+    assert cfgs["minerf"].data[field] == cfgs["transfer"].data[field], field
+  assert tuple(cfgs["transfer"].adapt.train) == ("identity_codes", "background")
+  assert tuple(cfgs["transfer_all"].adapt.train) == ("all",) == tuple(cfgs["scratch"].adapt.train)
+  assert cfgs["encoder_off"].model.transfer == "off" == cfgs["base_encoder_off"].model.transfer
+  assert cfgs["transfer"].model.transfer == "on"
+  assert tuple(cfgs["encoder_off_all"].adapt.train) == ("all",)
+  assert cfgs["encoder_off_all"].model.transfer == "off"
+  assert cfgs["minerf"].personalise.freeze_shared and not cfgs["minerf_all"].personalise.freeze_shared
+  assert lokitalk_bench.ADAPT_BASE["scratch"] is None
+  assert lokitalk_bench.ADAPT_BASE["encoder_off"] == "base_encoder_off"
+
+
+def test_adapt_train_all_trains_every_collection_but_the_frozen(setup):
+  config, _, _, params = setup
+  for train, want in ((("all",), set(params) - set(lokitalk.FROZEN)),
+                      (("identity_codes",), {"identity_codes"})):
+    c = config.copy_and_resolve_references()
+    c.adapt.update(identity=0, train=train)
+    mask = models.build(c).trainable(params)
+    trained = {k for k, v in mask.items() if all(jax.tree.leaves(v))}
+    assert trained == want, train

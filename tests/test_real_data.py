@@ -223,3 +223,10 @@ def test_lokitalk_real_trains_and_talks(built, tmp_path):
   assert len(talked.frames) == result["frames"] and abs(result["frames"] - 50) <= 1
   assert talked.frames.shape[1:] == (16, 16, 3)
   assert result["blinks"].shape == (result["frames"], 2)
+  # talk_real takes the LokiTalk run alone: one 'audio' row per identity with a held-out run
+  from launch import talk_eval  # pylint: disable=g-import-not-at-top
+  res = talk_eval.real(workdir, None, min_frames=4)
+  assert res["model"] == "lokitalk" and res["identities"]
+  for row in res["identities"].values():
+    assert set(row) == {"frames", "seconds", "real", "audio"}
+    assert np.isfinite(row["audio"]["psnr"]) and 0 < row["audio"]["lpips"] < 1

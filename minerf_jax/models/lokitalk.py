@@ -459,9 +459,11 @@ class LokiTalk:
 
   def trainable(self, params):
     """Everything but ``FROZEN``; when adapting to a new identity (``config.adapt.identity``),
-    only the collections that ``config.adapt.train`` names."""
+    only the collections that ``config.adapt.train`` names (``('all',)``: every one)."""
     adapting = int(self.config.get("adapt", {}).get("identity", -1)) >= 0
     names = tuple(self.config.adapt.train) if adapting else None
+    if names == ("all",):   # fine-tune every collection (or, without init_from, train afresh)
+      names = None
     unknown = sorted(set(names or ()) - set(params))
     if unknown:
       raise ValueError(f"config.adapt.train names {unknown}, which this model does not have; "
