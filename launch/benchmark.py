@@ -229,7 +229,7 @@ def suite_motion_step_time() -> dict:
   results = {}
   for name in ("tpsmm", "mcnet", "mrfa"):
     config = importlib.import_module(f"configs.{name}").get_config(variant)
-    model, data = models.build(config), pipeline.build(config)
+    model, data = models.build(config), models.build_data(config)
     params, batch_stats, rng = loop.initial_variables(config, model, data)
     tx = loop.make_optimizer(config, model.trainable)
     step = parallel.make_train_step(model, tx, config.parallel.strategy)

@@ -30,7 +30,6 @@ import numpy as np
 from launch import talk_eval
 from launch import talking
 from minerf_jax.audio import features as features_lib
-from minerf_jax.data import pipeline
 from minerf_jax.data import sequences
 from minerf_jax.metrics import sync
 

@@ -77,7 +77,7 @@ class Trainer:
       _programs[key] = (model, tx, parallel.make_train_step(model, tx, config.parallel.strategy,
                                                             parallel.make_mesh()))
     self.model, self.tx, self.step_fn = _programs[key]
-    self.data = pipeline.build(config)
+    self.data = models.build_data(config)
     params, rng = loop.initial_params(config, self.model, self.data)
     if pretrained is not None:
       params = self.model.load_pretrained(params, pretrained)

@@ -7,7 +7,6 @@ import os
 import ml_collections
 
 from minerf_jax import models
-from minerf_jax.data import pipeline
 from minerf_jax.train import checkpoint
 
 
@@ -40,5 +39,5 @@ def batch_stats_kwargs(workdir: str, config: ml_collections.ConfigDict) -> dict:
 def evaluate(workdir: str, config: ml_collections.ConfigDict | None = None) -> dict:
   """Held-out metrics (``model.evaluate`` on the pipeline's eval sets) of a run."""
   config, model, params = restore(workdir, config)
-  return model.evaluate(params, pipeline.build(config).eval_data,
+  return model.evaluate(params, models.build_data(config).eval_data,
                         **batch_stats_kwargs(workdir, config))

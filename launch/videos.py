@@ -16,6 +16,7 @@ import os
 import numpy as np
 
 from launch import runs
+from minerf_jax import camera
 from minerf_jax.data import pipeline
 from minerf_jax.data import video
 
@@ -70,7 +71,7 @@ def render_videos(workdir, out_dir, mode="all", identity=0, driver=1, scale=4, o
       rotations = np.stack([p[0] for p in poses])
       translations = np.stack([p[1] for p in poses])
     else:  # turn the head in place about its own first held-out pose
-      rotations = np.stack([a.rotation[0] @ synthetic.rotation_matrix(float(np.deg2rad(y)), 0.0,
+      rotations = np.stack([a.rotation[0] @ camera.rotation_matrix(float(np.deg2rad(y)), 0.0,
                                                                       0.0) for y in yaws])
       translations = np.repeat(a.translation[:1], orbit_frames, 0)
     orbit = dataclasses.replace(

@@ -28,7 +28,7 @@ import matplotlib
 import matplotlib.pyplot as plt
 
 from configs import minerf as minerf_config
-from minerf_jax.data import pipeline
+from minerf_jax import models
 from minerf_jax.train import loop
 from launch import runs
 
@@ -39,7 +39,7 @@ state = loop.train_and_evaluate(config, WORKDIR)
 """)
 nb.code("""
 config, model, params = runs.restore(WORKDIR)
-data = pipeline.build(config)
+data = models.build_data(config)
 sets = data.eval_data
 results = model.evaluate(params, sets)
 for k in ("heldout/psnr", "heldout/ssim", "transfer/psnr", "transfer/face_psnr",

@@ -8,8 +8,6 @@ from configs import mcnet as mcnet_config
 from configs import mrfa as mrfa_config
 from configs import tpsmm as tpsmm_config
 from minerf_jax import models
-from minerf_jax.data import pairs
-from minerf_jax.data import pipeline
 from minerf_jax.models import animation
 from minerf_jax.train import checkpoint
 from minerf_jax.train import loop
@@ -31,7 +29,7 @@ test_config.__test__ = False  # a helper, not a test
 
 @pytest.fixture(scope="module")
 def pair_data(tmp_path_factory):
-  return pipeline.build(test_config("tpsmm", tmp_path_factory))
+  return models.build_data(test_config("tpsmm", tmp_path_factory))
 
 
 def one_pair_batch(data, copies=8):

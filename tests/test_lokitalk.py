@@ -32,7 +32,7 @@ def data_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def setup(data_dir):
   config = _config(data_dir)
-  data = pipeline.build(config)
+  data = models.build_data(config)
   model = models.build(config)
   params = model.initialize_from_data(model.init(jax.random.key(0), data.example_batch()), data)
   return config, data, model, params
@@ -333,7 +333,7 @@ def trained(data_dir, tmp_path_factory):
                                 "checkpoint.every": 500})
   state = loop.train_and_evaluate(config, str(tmp_path_factory.mktemp("loki") / "run"))
   model = models.build(config)
-  return model, jax.device_get(state.params), pipeline.build(config).eval_data["heldout"]
+  return model, jax.device_get(state.params), models.build_data(config).eval_data["heldout"]
 
 
 def _change(model, params, frames, changed):
@@ -385,7 +385,7 @@ def test_adaptation_to_a_new_identity(minerf_demo_run, lokitalk_test_run, tmp_pa
   data_dir, base_dir = minerf_demo_run[2], lokitalk_test_run
   adapt = _config(data_dir, init_from=base_dir, total_steps=3, eval_every=0,
                   **{"adapt.identity": 2, "adapt.num_frames": 4})
-  model, data = models.build(adapt), pipeline.build(adapt)
+  model, data = models.build(adapt), models.build_data(adapt)
   assert len(data.train_frames) == 4 and set(data.train_frames.identity) == {2}
   base = checkpoint.load_params(base_dir)
   fresh = model.initialize_from_data(model.init(jax.random.key(0), data.example_batch()), data)

@@ -11,6 +11,7 @@ import os
 import numpy as np
 import pytest
 
+from minerf_jax import camera
 from minerf_jax.metrics import landmarks as lmm
 from minerf_jax.data import face
 from minerf_jax.data import video
@@ -54,13 +55,13 @@ def _rotate(image: np.ndarray, degrees: float) -> np.ndarray:
 def test_rotation_angle_is_geodesic():
   r1 = _rot("y", 20) @ _rot("x", -10)
   for axis, deg in (("x", 7.0), ("y", 15.0), ("z", 90.0), ("y", 179.0)):
-    got = lmm.rotation_angle_degrees(r1, r1 @ _rot(axis, deg))
+    got = camera.rotation_angle_degrees(r1, r1 @ _rot(axis, deg))
     assert got == pytest.approx(deg, abs=1e-6)
     m = r1.T @ (r1 @ _rot(axis, deg))  # the arccos((trace - 1) / 2) definition
     assert got == pytest.approx(math.degrees(math.acos(np.clip((np.trace(m) - 1) / 2, -1, 1))),
                                 abs=1e-4)
-  assert lmm.rotation_angle_degrees(r1.astype(np.float32), r1.astype(np.float32)) == 0.0
-  batch = lmm.rotation_angle_degrees(np.stack([r1, r1]), np.stack([r1, r1 @ _rot("z", 30)]))
+  assert camera.rotation_angle_degrees(r1.astype(np.float32), r1.astype(np.float32)) == 0.0
+  batch = camera.rotation_angle_degrees(np.stack([r1, r1]), np.stack([r1, r1 @ _rot("z", 30)]))
   np.testing.assert_allclose(batch, [0.0, 30.0], atol=1e-6)
 
 

@@ -12,7 +12,6 @@ from configs import minerf as minerf_config
 from launch import minerf_claims
 from minerf_jax import metrics
 from minerf_jax import models
-from minerf_jax.data import pipeline
 from minerf_jax.models import minerf
 from minerf_jax.nerf import fusion
 
@@ -68,7 +67,7 @@ def test_augmented_hadamard_is_the_product_with_a_constant_input():
 def test_condition_share_is_calibrated_at_init(data_dir, share):
   config = minerf_config.get_config("test")
   config.update_from_flattened_dict(_overrides(data_dir, **{"model.condition_share": share}))
-  model, data = models.build(config), pipeline.build(config)
+  model, data = models.build(config), models.build_data(config)
   batch = data.example_batch()
   params = model.init(jax.random.PRNGKey(0), batch)
   np.testing.assert_allclose(minerf.condition_share(model.net, params, batch), share, rtol=1e-3)
@@ -103,7 +102,7 @@ def test_colour_leakage_is_zero_for_a_and_one_for_b():
 def test_transfer_set_carries_the_driver_truth_and_evaluate_reports_leakage(data_dir):
   config = minerf_config.get_config("test")
   config.update_from_flattened_dict(_overrides(data_dir))
-  model, data = models.build(config), pipeline.build(config)
+  model, data = models.build(config), models.build_data(config)
   transfer = data.eval_data["transfer"]
   assert transfer.driver_rgb.shape == transfer.rgb.shape
   assert transfer.driver_mask.shape == transfer.mask.shape

@@ -1,5 +1,4 @@
-"""Radiance-field parts: rendering maths, sampling, cameras, encodings, fusion, field."""
-import flax.linen as nn
+"""Radiance-field parts: rendering maths, sampling, encodings, fusion, field."""
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -7,6 +6,7 @@ import numpy as np
 import optax
 import pytest
 
+from minerf_jax import camera
 from minerf_jax.nerf import encoding
 from minerf_jax.nerf import field
 from minerf_jax.nerf import fusion
@@ -17,13 +17,6 @@ BOX_MIN, BOX_MAX = -jnp.ones(3), jnp.ones(3)
 # Compiled once per field function and shape: far cheaper than op-by-op dispatch on CPU.
 _render_jit = jax.jit(render.render_rays, static_argnums=0,
                       static_argnames=("num_coarse", "num_fine", "randomized"))
-
-
-def _rotation(axis, angle):
-  """Rodrigues' formula, written independently of the code under test."""
-  k = np.asarray(axis, np.float64) / np.linalg.norm(axis)
-  kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
-  return np.eye(3) + np.sin(angle) * kx + (1 - np.cos(angle)) * kx @ kx
 
 
 def _z_rays(xs, z0=-3.0):
@@ -88,74 +81,6 @@ def test_step_density_expected_depth_is_analytic():
   assert float(empty["acc"][0]) == 0.0 and float(empty["depth"][0]) == f
 
 
-# ------------------------------------------------------------------------- rays and cameras
-
-
-def test_ray_box_intersect_hand_computed():
-  s3 = np.sqrt(3.0)
-  o = jnp.asarray([[0.0, 0.0, -5.0],     # straight through: [4, 6]
-                   [0.0, 3.0, -5.0],     # parallel to the box, outside the y slab: miss
-                   [0.0, 0.0, 0.0],      # origin inside: near clamped to 0
-                   [-2.0, -2.0, -2.0],   # diagonal: [sqrt3, 3 sqrt3]
-                   [0.0, 0.0, 5.0],      # box behind the camera: miss
-                   [0.5, 0.5, -3.0]])    # zero x and y components inside their slabs
-  d = jnp.asarray([[0.0, 0.0, 1.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [1 / s3] * 3,
-                   [0.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
-  near, far, hit = render.ray_box_intersect(o, d, BOX_MIN, BOX_MAX)
-  np.testing.assert_array_equal(hit, [True, False, True, True, False, True])
-  np.testing.assert_allclose(near, [4.0, 0.0, 0.0, s3, 0.0, 2.0], rtol=1e-6)
-  np.testing.assert_allclose(far, [6.0, 0.0, 1.0, 3 * s3, 0.0, 4.0], rtol=1e-6)
-  # A non-cubic box.
-  near, far, hit = render.ray_box_intersect(jnp.asarray([[-4.0, 0.0, 0.0]]),
-                                            jnp.asarray([[1.0, 0.0, 0.0]]),
-                                            jnp.asarray([-1.0, -2.0, -0.5]),
-                                            jnp.asarray([3.0, 2.0, 0.5]))
-  np.testing.assert_allclose([near[0], far[0]], [3.0, 7.0])
-  assert np.isfinite(np.asarray(near)).all() and np.isfinite(np.asarray(far)).all()
-
-
-def test_to_canonical_inverts_pose():
-  r = _rotation([0.3, -1.0, 0.5], 0.7)
-  t = np.array([0.05, -0.1, 4.0])
-  p_head = np.array([0.2, -0.3, 0.4])
-  p_world = r @ p_head + t
-  o = np.array([0.1, -0.2, 0.3])
-  s = np.linalg.norm(p_world - o)
-  d = (p_world - o) / s
-  f32 = lambda v: jnp.asarray(v, jnp.float32)
-  oc, dc = render.to_canonical(f32(o), f32(d), f32(r), f32(t))
-  np.testing.assert_allclose(np.asarray(oc) + s * np.asarray(dc), p_head, atol=1e-5)
-  np.testing.assert_allclose(oc, r.T @ (o - t), atol=1e-5)
-  np.testing.assert_allclose(np.linalg.norm(dc), 1.0, rtol=1e-6)
-  # Batched poses broadcast against batched rays.
-  rs = np.stack([r, _rotation([1, 0, 0], -0.4)])
-  oc2, dc2 = render.to_canonical(f32(np.stack([o, o])), f32(np.stack([d, d])), f32(rs),
-                                 f32(np.stack([t, t])))
-  np.testing.assert_allclose(dc2[1], rs[1].T @ d, atol=1e-6)
-  np.testing.assert_allclose(oc2[0], oc, atol=1e-6)
-
-
-def test_camera_rays_and_pixel_grid():
-  k = jnp.asarray([[50.0, 0, 32], [0, 50.0, 30], [0, 0, 1]])
-  o, d = render.camera_rays(k, jnp.asarray([32.0, 30.0]))
-  np.testing.assert_allclose(d, [0, 0, 1], atol=1e-7)
-  np.testing.assert_array_equal(o, [0, 0, 0])
-  _, d = render.camera_rays(k, jnp.asarray([82.0, 30.0]))       # 50 px right: 45 degrees
-  np.testing.assert_allclose(d, [np.sqrt(0.5), 0, np.sqrt(0.5)], atol=1e-6)
-  # Projecting a known 3-D point (with skew) and shooting a ray through it recovers it.
-  k_skew = np.array([[60.0, 2.0, 31.0], [0, 55.0, 29.0], [0, 0, 1]])
-  points = np.array([[0.3, -0.2, 2.0], [-0.5, 0.4, 3.0]])
-  uv = (points @ k_skew.T)[:, :2] / points[:, 2:]
-  _, d = render.camera_rays(jnp.asarray(k_skew, jnp.float32), jnp.asarray(uv, jnp.float32))
-  np.testing.assert_allclose(d, points / np.linalg.norm(points, axis=-1, keepdims=True),
-                             atol=1e-6)
-  grid = render.pixel_grid(2, 3)
-  assert grid.shape == (2, 3, 2) and grid.dtype == jnp.float32
-  np.testing.assert_array_equal(grid[1, 2], [2.5, 1.5])
-  _, d = render.camera_rays(k, render.pixel_grid(4, 5))
-  np.testing.assert_allclose(jnp.linalg.norm(d, axis=-1), 1.0, rtol=1e-6)
-
-
 # --------------------------------------------------------------------------------- sampling
 
 
@@ -204,7 +129,7 @@ def _box_field(sigma_value, colour):
 
 def test_render_rays_constant_field_and_missed_rays():
   o, d = _z_rays([0.0, 0.5, 3.0])                                 # the last ray misses
-  near, far, hit = render.ray_box_intersect(o, d, BOX_MIN, BOX_MAX)
+  near, far, hit = camera.ray_box_intersect(o, d, BOX_MIN, BOX_MAX)
   bg = jnp.asarray([[0.2, 0.4, 0.6]] * 3)
   colour = jnp.asarray([0.9, 0.1, 0.3])
   out = _render_jit(_box_field(0.7, colour), None, o, d, near, far, hit, num_coarse=16,
@@ -226,7 +151,7 @@ def test_render_rays_constant_field_and_missed_rays():
 
 def test_missed_rays_are_exactly_background_even_for_a_nan_field():
   o, d = _z_rays([0.0, 5.0, -5.0])
-  near, far, hit = render.ray_box_intersect(o, d, BOX_MIN, BOX_MAX)
+  near, far, hit = camera.ray_box_intersect(o, d, BOX_MIN, BOX_MAX)
 
   def field_fn(points, dirs):  # finite inside the box, NaN outside
     del dirs
@@ -253,7 +178,7 @@ def test_fine_pass_concentrates_on_the_surface():
     return jnp.where((z >= 0.1) & (z <= 0.4), 1e3, 0.0), jnp.ones(points.shape)
 
   o, d = _z_rays([0.0, 0.3])
-  near, far, hit = render.ray_box_intersect(o, d, BOX_MIN, BOX_MAX)
+  near, far, hit = camera.ray_box_intersect(o, d, BOX_MIN, BOX_MAX)
   out = _render_jit(field_fn, None, o, d, near, far, hit, num_coarse=16, num_fine=32,
                            randomized=False, background_rgb=jnp.zeros(3))
   t = np.asarray(out["t"])
@@ -545,7 +470,7 @@ def test_tiny_field_and_renderer_overfit_conditioned_colours():
   cond = jnp.asarray(np.repeat([[1.0], [-1.0]], 12, 0), jnp.float32)
   target = jnp.asarray(np.stack([0.5 + 0.4 * np.concatenate([xs, -xs]),
                                  np.repeat([0.2, 0.7], 12), np.full(24, 0.5)], -1), jnp.float32)
-  near, far, hit = render.ray_box_intersect(o, d, BOX_MIN, BOX_MAX)
+  near, far, hit = camera.ray_box_intersect(o, d, BOX_MIN, BOX_MAX)
   f = field.ConditionedField(encoding=encoding.PositionalEncoding(max_deg=2), depth=2,
                              width=32, skips=(), dir_deg=0, rgb_width=16)
   params = jax.jit(f.init)(jax.random.key(0), o[:, None], d, cond)

@@ -10,6 +10,7 @@ MEDIA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "media")
 pytestmark = pytest.mark.skipif(not os.path.isdir(MEDIA), reason="../shared/media is absent")
 mp = pytest.importorskip("mediapipe")
 
+from minerf_jax import camera  # pylint: disable=wrong-import-position
 from minerf_jax.data import face  # pylint: disable=g-import-not-at-top,wrong-import-position
 from minerf_jax.data import preprocess  # pylint: disable=g-import-not-at-top,wrong-import-position
 from minerf_jax.data import video  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -111,7 +112,7 @@ def test_landmarks_pose_masks_audio(built):
   assert np.all(lm[..., :2] > 0) and np.all(lm[..., :2] < RES)  # the face lies inside the crop
   # Pose: the clip opens on a frontal face; its PnP pose reprojects the canonical model onto
   # the landmarks.
-  yaw, pitch, _ = face.euler_degrees(a[0]["rotation"])
+  yaw, pitch, _ = camera.euler_degrees(a[0]["rotation"])
   assert abs(yaw) < 15 and abs(pitch) < 20
   x = face.canonical_head()[list(face.RIGID)] @ a[0]["rotation"].T + a[0]["translation"]
   k = a[0]["intrinsics"]
@@ -142,7 +143,7 @@ def test_rerun_reuses_dataset_and_cache(built):
 def test_single_image_and_no_face():
   crop = face.process_image(os.path.join(MEDIA, "tpsmm_source.png"), resolution=128)
   assert crop.rgb.shape == (128, 128, 3) and crop.masks.shape == (128, 128, 4)
-  assert abs(face.euler_degrees(crop.rotation)[0]) < 15
+  assert abs(camera.euler_degrees(crop.rotation)[0]) < 15
   lo, hi = crop.landmarks[:, :2].min(0), crop.landmarks[:, :2].max(0)
   assert np.all(lo > 0) and np.all(hi < 128) and (hi - lo).max() > 0.35 * 128
   with pytest.raises(face.NoFaceError, match="no face found"):

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from minerf_jax import camera
 from minerf_jax.audio import features as audio
 from minerf_jax.data import synthetic as syn
 from minerf_jax.data.builders import synthetic_talking_heads as sth
@@ -58,11 +59,11 @@ def test_intrinsics_put_the_head_origin_at_the_image_centre():
   assert k.dtype == np.float32
   np.testing.assert_allclose(k, [[syn.FOCAL_SCALE * 64, 0, 32], [0, syn.FOCAL_SCALE * 64, 32],
                                  [0, 0, 1]])
-  np.testing.assert_allclose(syn.project(np.array([[0.0, 0.0, syn.HEAD_DISTANCE]]), k),
+  np.testing.assert_allclose(camera.project(np.array([[0.0, 0.0, syn.HEAD_DISTANCE]]), k),
                              [[32.0, 32.0]])
   # The pixel-centre ray of pixel (x, y) goes through (x + 0.5, y + 0.5).
   d = syn.pixel_rays(64).reshape(64, 64, 3)
-  np.testing.assert_allclose(syn.project(d[10, 3][None], k), [[3.5, 10.5]], atol=1e-5)
+  np.testing.assert_allclose(camera.project(d[10, 3][None], k), [[3.5, 10.5]], atol=1e-5)
 
 
 def test_framing_head_in_upper_two_thirds_neck_and_shoulders_below():

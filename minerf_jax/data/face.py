@@ -34,6 +34,8 @@ from typing import Iterable
 
 import numpy as np
 
+from minerf_jax import camera
+
 NUM_LANDMARKS = 478          # 468 mesh points + 10 iris points
 NUM_MESH = 468               # points that the canonical model has
 CENTIMETRES_PER_UNIT = 10.0  # head coordinates are in decimetres
@@ -172,8 +174,7 @@ def crop_intrinsics(box: np.ndarray, resolution: int, image_hw: tuple[int, int],
   h, w = image_hw
   x0, y0, side = integer_box(box)
   s = resolution / side
-  f = focal_scale * max(h, w) * s
-  return np.array([[f, 0, (w / 2 - x0) * s], [0, f, (h / 2 - y0) * s], [0, 0, 1]], np.float32)
+  return camera.intrinsics(focal_scale * max(h, w) * s, (w / 2 - x0) * s, (h / 2 - y0) * s)
 
 
 def head_pose(landmarks_2d: np.ndarray, intrinsics: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -190,16 +191,6 @@ def head_pose(landmarks_2d: np.ndarray, intrinsics: np.ndarray) -> tuple[np.ndar
                                 flags=cv2.SOLVEPNP_ITERATIVE)
   rot, _ = cv2.Rodrigues(rvec)
   return rot.astype(np.float32), tvec.reshape(3).astype(np.float32)
-
-
-def euler_degrees(rotation: np.ndarray) -> np.ndarray:
-  """(yaw, pitch, roll) in degrees for ``R = Ry(yaw) Rx(pitch) Rz(roll)`` (the synthetic
-  dataset's convention: positive yaw turns the face towards image left)."""
-  r = np.asarray(rotation, np.float64)
-  pitch = np.arcsin(np.clip(-r[..., 1, 2], -1, 1))
-  yaw = np.arctan2(r[..., 0, 2], r[..., 2, 2])
-  roll = np.arctan2(r[..., 1, 0], r[..., 1, 1])
-  return np.degrees(np.stack([yaw, pitch, roll], -1))
 
 
 def similarity(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:

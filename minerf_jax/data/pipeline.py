@@ -31,7 +31,7 @@ import dataclasses
 import functools
 import os
 import warnings
-from typing import Any, Iterator
+from typing import Iterator
 
 import grain
 import jax
@@ -39,8 +39,8 @@ import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
+from minerf_jax import camera
 from minerf_jax.data import synthetic
-from minerf_jax.nerf import render
 
 # Per-frame fields that every ray-dataset provides.
 FRAME_KEYS = ("rgb", "masks", "rotation", "translation", "intrinsics", "identity", "frame",
@@ -308,30 +308,21 @@ def estimate_backgrounds(frames: FrameSet, num_identities: int) -> np.ndarray:
 # Rays.
 
 
-def pixel_centres(height: int, width: int) -> np.ndarray:
-  """[H*W, 2] pixel centres (x + 0.5, y + 0.5), row-major."""
-  y, x = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
-  return np.stack([x, y], -1).reshape(-1, 2).astype(np.float32) + 0.5
-
-
-def camera_directions(intrinsics: np.ndarray, pixels: np.ndarray) -> np.ndarray:
-  """Unit ray directions (OpenCV camera: x right, y down, z forward) through ``pixels``."""
-  fx, fy = intrinsics[..., 0, 0], intrinsics[..., 1, 1]
-  cx, cy = intrinsics[..., 0, 2], intrinsics[..., 1, 2]
-  d = np.stack([(pixels[..., 0] - cx) / fx, (pixels[..., 1] - cy) / fy,
-                np.ones_like(pixels[..., 0])], -1)
-  return (d / np.linalg.norm(d, axis=-1, keepdims=True)).astype(np.float32)
+def _pixel_centres(height: int, width: int) -> np.ndarray:
+  """[H*W, 2] float32 pixel centres, row-major."""
+  return camera.pixel_grid(height, width).reshape(-1, 2)
 
 
 def head_box_hits(frames: FrameSet, box: np.ndarray) -> np.ndarray:
   """[N, H*W] bool: whether each pixel's ray passes through the (posed) head box."""
   h, w = frames.resolution
-  pix = pixel_centres(h, w)
+  pix = _pixel_centres(h, w)
   hits = np.zeros([len(frames), h * w], bool)
   for n in range(len(frames)):
-    o, d = render.to_canonical(np.zeros(3, np.float32), camera_directions(frames.intrinsics[n], pix),
-                               frames.rotation[n], frames.translation[n])
-    hits[n] = np.asarray(render.ray_box_intersect(o, d, box[0], box[1])[2])
+    d = camera.ray_directions(frames.intrinsics[n], pix)
+    o, d = camera.to_canonical(np.zeros(3, np.float32), d, frames.rotation[n],
+                               frames.translation[n])
+    hits[n] = camera.ray_box_intersect(o, d, box[0], box[1])[2]
   return hits
 
 
@@ -339,13 +330,13 @@ def frame_rays(frames: FrameSet, index: int, pixels: np.ndarray | None = None) -
   """Ray batch for (a subset of) the pixels of one frame of a FrameSet (predict/render input)."""
   h, w = frames.resolution
   flat = np.arange(h * w) if pixels is None else pixels
-  pix = pixel_centres(h, w)[flat]
+  pix = _pixel_centres(h, w)[flat]
   return _ray_batch(frames, np.full(flat.shape, index), flat, pix, h, w)
 
 
 def _ray_batch(frames: FrameSet, frame_idx: np.ndarray, flat: np.ndarray, pix: np.ndarray,
                h: int, w: int) -> dict[str, np.ndarray]:
-  dirs = camera_directions(frames.intrinsics[frame_idx], pix)
+  dirs = camera.ray_directions(frames.intrinsics[frame_idx], pix).astype(np.float32)
   extras = {}
   if frames.audio is not None:
     extras = {"audio": frames.audio[frame_idx], "blink": frames.blink[frame_idx],
@@ -374,7 +365,7 @@ class _SampleRays:
     self.rays_per_frame = rays_per_frame
     self.num_head = int(round(head_fraction * rays_per_frame))
     self.h, self.w = frames.resolution
-    self.pixels = pixel_centres(self.h, self.w)
+    self.pixels = _pixel_centres(self.h, self.w)
 
   def pixels_of(self, f: int, rng: np.random.Generator) -> np.ndarray:
     """The ``rays_per_frame`` flat pixel indices drawn from frame ``f``."""
@@ -613,20 +604,3 @@ def synthetic_ground_truth_sets(config, builder, heldout: FrameSet) -> dict[str,
         rgb=np.stack([v[3]["rgb"] for v in views]).astype(np.float32),
         mask=np.stack([v[3]["masks"][..., 0] for v in views]).astype(np.float32))
   return sets
-
-
-def build(config: ml_collections.ConfigDict, **kwargs) -> Any:
-  """The Data object for ``config`` (see train/loop.py); the batch kind comes from the model."""
-  from minerf_jax import models
-  kind = models.batch_spec(config)
-  if kind == "rays":
-    return RayData(config, **kwargs)
-  if kind == "frame_rays":
-    return FrameRayData(config, **kwargs)
-  if kind == "pairs":
-    from minerf_jax.data import pairs
-    return pairs.PairData(config, **kwargs)
-  if kind == "sequences":
-    from minerf_jax.data import sequences
-    return sequences.SequenceData(config, **kwargs)
-  raise ValueError(f"batch kind {kind!r} of model {config.model.name!r} has no pipeline yet")

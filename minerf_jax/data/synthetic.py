@@ -63,6 +63,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from minerf_jax import camera
+
 Array = np.ndarray
 RGB = tuple[float, float, float]
 
@@ -234,45 +236,25 @@ def make_identity(seed: int, index: int) -> Identity:
 
 def camera_intrinsics(resolution: int) -> Array:
   """float32 [3,3] pinhole intrinsics: fx = fy = FOCAL_SCALE * res, principal point at centre."""
-  f = FOCAL_SCALE * resolution
-  c = resolution / 2.0
-  return np.array([[f, 0.0, c], [0.0, f, c], [0.0, 0.0, 1.0]], np.float32)
-
-
-def rotation_matrix(yaw: float, pitch: float, roll: float) -> Array:
-  """float64 [3,3] R = Ry(yaw) @ Rx(pitch) @ Rz(roll), angles in radians."""
-  cy, sy = np.cos(yaw), np.sin(yaw)
-  cp, sp = np.cos(pitch), np.sin(pitch)
-  cr, sr = np.cos(roll), np.sin(roll)
-  ry = np.array([[cy, 0.0, sy], [0.0, 1.0, 0.0], [-sy, 0.0, cy]])
-  rx = np.array([[1.0, 0.0, 0.0], [0.0, cp, -sp], [0.0, sp, cp]])
-  rz = np.array([[cr, -sr, 0.0], [sr, cr, 0.0], [0.0, 0.0, 1.0]])
-  return ry @ rx @ rz
+  return camera.intrinsics(FOCAL_SCALE * resolution, resolution / 2.0, resolution / 2.0)
 
 
 def pose_matrix(yaw: float, pitch: float, roll: float, translation: Sequence[float]
                 ) -> tuple[Array, Array]:
-  """Head-to-world (R float32 [3,3], t float32 [3]): X_world = R X_head + t.
+  """Head-to-camera (R float32 [3,3], t float32 [3]): X_cam = R X_head + t.
 
-  t = (tx, ty, HEAD_DISTANCE + tz) for translation (tx, ty, tz).
+  R is ``camera.rotation_matrix(yaw, pitch, roll)``; t = (tx, ty, HEAD_DISTANCE + tz) for
+  translation (tx, ty, tz).
   """
   t = np.asarray(translation, np.float64) + np.array([0.0, 0.0, HEAD_DISTANCE])
-  return rotation_matrix(yaw, pitch, roll).astype(np.float32), t.astype(np.float32)
-
-
-def project(points_world: Array, intrinsics: Array) -> Array:
-  """[N,3] camera-frame points -> float32 [N,2] pixel coordinates (x, y)."""
-  uvw = np.asarray(points_world, np.float64) @ np.asarray(intrinsics, np.float64).T
-  return (uvw[:, :2] / uvw[:, 2:3]).astype(np.float32)
+  return camera.rotation_matrix(yaw, pitch, roll).astype(np.float32), t.astype(np.float32)
 
 
 def pixel_rays(resolution: int, offsets: tuple[float, float] = (0.5, 0.5)) -> Array:
-  """[H*W,3] camera-frame directions with unit z (so a hit's ray parameter is its z-depth)."""
+  """float64 [H*W,3] camera-frame directions with unit z (a hit's ray parameter is its z-depth)."""
+  pixels = camera.pixel_grid(resolution, resolution, offsets, np.float64).reshape(-1, 2)
   k = camera_intrinsics(resolution).astype(np.float64)
-  y, x = np.meshgrid(np.arange(resolution), np.arange(resolution), indexing="ij")
-  px = x.reshape(-1) + offsets[0]
-  py = y.reshape(-1) + offsets[1]
-  return np.stack([(px - k[0, 2]) / k[0, 0], (py - k[1, 2]) / k[1, 1], np.ones(px.shape)], -1)
+  return camera.unproject(pixels, np.ones(len(pixels)), k)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -699,7 +681,7 @@ def render(ident: Identity, expression: Sequence[float], rotation: Array, transl
       "depth": depth[:hw].reshape(resolution, resolution).astype(np.float32),
       "masks": masks,
       "segmentation": seg,
-      "landmarks": project(points, camera_intrinsics(resolution)),
+      "landmarks": camera.project(points, camera_intrinsics(resolution)).astype(np.float32),
   }
 
 

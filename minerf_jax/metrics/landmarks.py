@@ -57,6 +57,7 @@ import math
 
 import numpy as np
 
+from minerf_jax import camera
 from minerf_jax.data import face
 from minerf_jax.data import video
 
@@ -98,18 +99,7 @@ def upsample(image: np.ndarray, factor: int) -> np.ndarray:
 def image_intrinsics(height: int, width: int,
                      focal_scale: float = face.FOCAL_SCALE) -> np.ndarray:
   """float32 [3, 3]: focal ``focal_scale * max(H, W)``, principal point at the image centre."""
-  f = focal_scale * max(height, width)
-  return np.array([[f, 0, width / 2], [0, f, height / 2], [0, 0, 1]], np.float32)
-
-
-def rotation_angle_degrees(r1: np.ndarray, r2: np.ndarray) -> np.ndarray:
-  """Geodesic angle in degrees between rotations [..., 3, 3]: the angle of ``R1^T R2``."""
-  m = np.swapaxes(np.asarray(r1, np.float64), -1, -2) @ np.asarray(r2, np.float64)
-  skew = np.stack([m[..., 2, 1] - m[..., 1, 2], m[..., 0, 2] - m[..., 2, 0],
-                   m[..., 1, 0] - m[..., 0, 1]], -1)
-  sin = np.linalg.norm(skew, axis=-1) / 2
-  cos = (np.trace(m, axis1=-2, axis2=-1) - 1) / 2
-  return np.degrees(np.arctan2(sin, cos))
+  return camera.intrinsics(focal_scale * max(height, width), width / 2, height / 2)
 
 
 class LandmarkMetrics:
@@ -211,7 +201,7 @@ class LandmarkMetrics:
     missing = float(1 - both.mean()) if n else math.nan
     if not both.any():
       return {"ard": math.nan, "ard_missing": missing}
-    angles = rotation_angle_degrees(pred_rot[both], target_rot[both])
+    angles = camera.rotation_angle_degrees(pred_rot[both], target_rot[both])
     return {"ard": float(angles.mean()), "ard_missing": missing}
 
   def _detect_pair(self, pred, target):

@@ -71,6 +71,20 @@ def batch_spec(config: ml_collections.ConfigDict) -> str:
   return module.batch_spec(config)
 
 
+def build_data(config: ml_collections.ConfigDict, **kwargs) -> Any:
+  """The Data object (see train/loop.py) for ``config``: the pipeline of its model's batch kind."""
+  # pylint: disable=g-import-not-at-top
+  from minerf_jax.data import pairs
+  from minerf_jax.data import pipeline
+  from minerf_jax.data import sequences
+  kind = batch_spec(config)
+  builders = {"rays": pipeline.RayData, "frame_rays": pipeline.FrameRayData,
+              "pairs": pairs.PairData, "sequences": sequences.SequenceData}
+  if kind not in builders:
+    raise ValueError(f"batch kind {kind!r} of model {config.model.name!r} has no pipeline yet")
+  return builders[kind](config, **kwargs)
+
+
 def names() -> list[str]:
   return sorted(set(_REGISTRY) | set(_EXTRA))
 

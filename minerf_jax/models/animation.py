@@ -55,7 +55,6 @@ from minerf_jax.motion import dense_motion
 from minerf_jax.motion import generator as generator_lib
 from minerf_jax.motion import keypoints
 from minerf_jax.motion import memory as memory_lib
-from minerf_jax.motion import tps as tps_lib
 from minerf_jax.motion import transfer
 from minerf_jax.motion import warp
 

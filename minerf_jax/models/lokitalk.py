@@ -67,6 +67,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from minerf_jax import camera
 from minerf_jax import metrics
 from minerf_jax.audio import blinks as blinks_lib
 from minerf_jax.audio import encoder as audio_encoder
@@ -219,9 +220,9 @@ class LokiTalkNet(nn.Module):
     cond = cond[:, None]
     rotation = jnp.broadcast_to(batch["rotation"][:, None], (f, r, 3, 3))
     translation = jnp.broadcast_to(batch["translation"][:, None], (f, r, 3))
-    o, d = render.to_canonical(batch["origins"], batch["directions"], rotation, translation)
+    o, d = camera.to_canonical(batch["origins"], batch["directions"], rotation, translation)
     lo, hi = jnp.asarray(self.box[0]), jnp.asarray(self.box[1])
-    near, far, hit = render.ray_box_intersect(o, d, lo, hi)
+    near, far, hit = camera.ray_box_intersect(o, d, lo, hi)
     centre, half = (lo + hi) / 2, (hi - lo) / 2
 
     def field_fn(points, dirs):

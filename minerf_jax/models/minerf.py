@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from minerf_jax import camera
 from minerf_jax import metrics
 from minerf_jax.data import pipeline
 from minerf_jax.nerf import encoding as encoding_lib
@@ -127,10 +128,10 @@ class MINeRFNet(nn.Module):
 
   def _rays_and_field(self, batch: dict):
     """Rays in head coordinates, their box interval and the conditioned field function."""
-    o, d = render.to_canonical(batch["origins"], batch["directions"], batch["rotation"],
+    o, d = camera.to_canonical(batch["origins"], batch["directions"], batch["rotation"],
                                batch["translation"])
     lo, hi = jnp.asarray(self.box[0]), jnp.asarray(self.box[1])
-    near, far, hit = render.ray_box_intersect(o, d, lo, hi)
+    near, far, hit = camera.ray_box_intersect(o, d, lo, hi)
     cond = self.conditioning(batch)
     centre, half = (lo + hi) / 2, (hi - lo) / 2
 

@@ -1,11 +1,11 @@
-"""Cameras, rays, sampling and volume compositing (pure, jit-able).
+"""Ray sampling and volume compositing (pure, jit-able).
 
 Conventions:
 
-* Cameras are OpenCV pinholes: the camera sits at the origin, x right, y down, z forward, and a
-  pixel's centre is ``(x + 0.5, y + 0.5)``. Ray directions are unit vectors, so the ray parameter
-  ``t`` is a metric distance and densities are per unit length.
-* Heads are posed by ``X_world = R X_head + t``; ``to_canonical`` moves rays into head coordinates.
+* Cameras, rays and poses are ``minerf_jax.camera``'s (OpenCV pinholes; ``X_cam = R X_head + t``;
+  ``camera.to_canonical`` moves rays into head coordinates, ``camera.ray_box_intersect`` clips
+  them to the field's box). Ray directions are unit vectors, so the ray parameter ``t`` is a
+  metric distance and densities are per unit length.
 * The radiance field has finite extent: it lives in an axis-aligned box, rays are sampled only
   inside ``[near, far]`` of that box and the last sample's interval ends at ``far``, so a ray's
   opacity is the opacity of the box contents and everything outside the box is the background.
@@ -26,60 +26,6 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
-
-
-def pixel_grid(height: int, width: int) -> jax.Array:
-  """float32 [H, W, 2] pixel centres ``(x + 0.5, y + 0.5)``, x along the width."""
-  y, x = jnp.meshgrid(jnp.arange(height), jnp.arange(width), indexing="ij")
-  return jnp.stack([x, y], -1).astype(jnp.float32) + 0.5
-
-
-def camera_rays(intrinsics: jax.Array, pixels: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Rays of an OpenCV camera at the origin through ``pixels`` [..., 2].
-
-  ``intrinsics`` [3, 3] (or batched [..., 3, 3], broadcast against the pixels) is the upper
-  triangular ``K = [[fx, s, cx], [0, fy, cy], [0, 0, 1]]``; the direction is ``K^-1 [u, v, 1]``
-  normalised, solved by back substitution. Returns origins (zeros) and unit directions [..., 3].
-  """
-  fx, skew, cx = intrinsics[..., 0, 0], intrinsics[..., 0, 1], intrinsics[..., 0, 2]
-  fy, cy = intrinsics[..., 1, 1], intrinsics[..., 1, 2]
-  y = (pixels[..., 1] - cy) / fy
-  x = (pixels[..., 0] - cx - skew * y) / fx
-  d = jnp.stack([x, y, jnp.ones_like(x)], -1)
-  d = d / jnp.linalg.norm(d, axis=-1, keepdims=True)
-  return jnp.zeros_like(d), d
-
-
-def to_canonical(origins: jax.Array, directions: jax.Array, rotation: jax.Array,
-                 translation: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """World rays -> head coordinates for ``X_world = R X_head + t``: ``R^T (o - t)``, ``R^T d``.
-
-  ``rotation`` [..., 3, 3] and ``translation`` [..., 3] broadcast against the rays [..., 3]. A
-  rotation keeps unit directions unit, so ray parameters (and near/far) mean the same distance
-  in both frames.
-  """
-  o = jnp.einsum("...ji,...j->...i", rotation, origins - translation)
-  d = jnp.einsum("...ji,...j->...i", rotation, directions)
-  return o, d
-
-
-def ray_box_intersect(origins: jax.Array, directions: jax.Array, box_min: jax.Array,
-                      box_max: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """Slab test of rays [..., 3] against the box ``[box_min, box_max]``: ``(near, far, hit)``.
-
-  ``near`` is clamped to >= 0 (an origin inside the box starts there; a box behind the camera is
-  missed) and ``hit = far > near``. A zero direction component is replaced by a tiny positive
-  one, so the slab of that axis spans +-huge when the origin lies inside it and is empty when it
-  lies outside: no inf - inf NaNs. Missed rays get ``near = far = 0`` so that anything sampled
-  on them is a finite point (the origin) with zero-length intervals.
-  """
-  safe = jnp.where(jnp.abs(directions) < 1e-9, 1e-9, directions)
-  t0 = (box_min - origins) / safe
-  t1 = (box_max - origins) / safe
-  near = jnp.maximum(jnp.max(jnp.minimum(t0, t1), -1), 0.0)
-  far = jnp.min(jnp.maximum(t0, t1), -1)
-  hit = far > near
-  return jnp.where(hit, near, 0.0), jnp.where(hit, far, 0.0), hit
 
 
 def stratified_samples(rng: jax.Array | None, near: jax.Array, far: jax.Array, num_samples: int,

@@ -99,12 +99,11 @@ def make_optimizer(config: ml_collections.ConfigDict, trainable: Callable[[PyTre
 
 
 def _build(config, model, data):
+  from minerf_jax import models  # pylint: disable=g-import-not-at-top
   if model is None:
-    from minerf_jax import models  # pylint: disable=g-import-not-at-top
     model = models.build(config)
   if data is None:
-    from minerf_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-    data = pipeline.build(config)
+    data = models.build_data(config)
   return model, data
 
 
