@@ -1,0 +1,126 @@
+"""Head3D parts: self-supervised geometry (depth, pose, reprojection losses)."""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from minerf_jax import camera
+from minerf_jax.data import synthetic as syn
+from minerf_jax.head3d import geometry
+
+RES = 32
+
+
+@functools.lru_cache(maxsize=None)
+def _frame(yaw_deg=0.0, pitch_deg=0.0, tx=0.0, jaw=0.0, res=RES):
+  expression = np.zeros(len(syn.EXPRESSION_NAMES))
+  expression[0] = jaw
+  pose = syn.pose_matrix(np.deg2rad(yaw_deg), np.deg2rad(pitch_deg), 0.0, [tx, 0.0, 0.0])
+  out = syn.render(syn.make_identity(0, 1), expression, *pose, res)
+  return out, pose
+
+
+def _batch(*items):
+  return jnp.asarray(np.stack(items))
+
+
+def test_inverse_warp_with_true_depth_and_pose():
+  """The jax warp (grid_sample through camera.reproject) reproduces a translated head from the
+  source where the target's true depth and the true pose say it is visible."""
+  (src, pose_s), (tgt, pose_t) = _frame(), _frame(tx=0.2)
+  k = jnp.asarray(syn.camera_intrinsics(RES))[None]
+  rel = camera.relative(pose_t, pose_s)
+  warped, valid = geometry.inverse_warp(_batch(src["rgb"]), _batch(tgt["depth"]), k,
+                                        tuple(jnp.asarray(p)[None] for p in rel), k)
+  head = tgt["masks"][..., 0] & np.asarray(valid[0])
+  err = np.abs(np.asarray(warped[0]) - tgt["rgb"]).mean(-1)[head]
+  still = np.abs(src["rgb"] - tgt["rgb"]).mean(-1)[head]
+  assert head.sum() > 0.8 * tgt["masks"][..., 0].sum()
+  assert np.median(err) < 0.01 and err.mean() < 0.3 * still.mean(), (err.mean(), still.mean())
+  # The identity pose at any depth returns the source itself (pixel centres map to themselves).
+  same, ok = geometry.inverse_warp(_batch(src["rgb"]), _batch(tgt["depth"]), k,
+                                   (jnp.eye(3)[None], jnp.zeros((1, 3))), k)
+  np.testing.assert_allclose(same[0], src["rgb"], atol=1e-5)
+  assert bool(ok.all())
+
+
+def test_reprojection_loss_automasks_what_the_warp_does_not_explain():
+  (src, pose_s), (tgt, pose_t) = _frame(), _frame(yaw_deg=8.0, tx=0.1)
+  k = jnp.asarray(syn.camera_intrinsics(RES))[None]
+  rel = tuple(jnp.asarray(p)[None] for p in camera.relative(pose_t, pose_s))
+  target, source = _batch(tgt["rgb"]), _batch(src["rgb"])
+  warped, valid = geometry.inverse_warp(source, _batch(tgt["depth"]), k, rel, k)
+  loss, mask = geometry.reprojection_loss(target, [source], [warped], [valid])
+  mask = np.asarray(mask[0])
+  head = tgt["masks"][..., 0]
+  # The static wall, away from the head in either frame (what the head covers or uncovers and
+  # the 3x3 SSIM windows across its outline are neither warp's), is explained better by no warp.
+  moving = (src["segmentation"] != syn.SEG_BACKGROUND) | (tgt["segmentation"] != syn.SEG_BACKGROUND)
+  wall = ~ndimage.binary_dilation(moving, iterations=2)
+  assert wall.sum() > 300 and mask[head].mean() > 0.6 and not mask[wall].any()
+  assert 0.0 < float(loss) < 0.1
+  # A frame that nothing moves: every pixel is out (ties go to the unwarped source), loss 0.
+  loss0, mask0 = geometry.reprojection_loss(target, [target], [target], [valid])
+  assert float(loss0) == 0.0 and not bool(mask0.any())
+  # The minimum over sources: a second, useless source (the unwarped one) changes nothing where
+  # the good warp is better.
+  loss2, mask2 = geometry.reprojection_loss(target, [source, source], [warped, source],
+                                            [valid, valid])
+  np.testing.assert_array_equal(mask2, mask[None])
+  np.testing.assert_allclose(loss2, loss, rtol=1e-6)
+
+
+def test_smoothness_is_edge_aware():
+  flat_image = jnp.full((1, 16, 16, 3), 0.5)
+  edge_image = flat_image.at[:, :, 8:].set(0.9)
+  step = jnp.ones((1, 16, 16)).at[:, :, 8:].set(2.0)
+  assert float(geometry.smoothness(jnp.full((1, 16, 16), 0.3), edge_image)) == 0.0
+  on_edge = float(geometry.smoothness(step, edge_image))
+  off_edge = float(geometry.smoothness(step, flat_image))
+  assert 0.0 < on_edge < off_edge
+  np.testing.assert_allclose(off_edge / on_edge, np.exp(0.4), rtol=1e-5)
+  # Mean-normalised: scaling the disparity changes nothing.
+  np.testing.assert_allclose(geometry.smoothness(3.0 * step, edge_image), on_edge, rtol=1e-5)
+
+
+@pytest.mark.parametrize("pose_net", geometry.POSE_NETS)
+def test_networks_ranges_prior_at_init_and_gradients(pose_net):
+  config = geometry.default_config()
+  config.update(pose_net=pose_net, block_expansion=8, num_blocks=3, max_features=32,
+                pose_features=(8, 16))
+  net = geometry.Geometry(config)
+  (src, pose_s), (tgt, _) = _frame(), _frame(yaw_deg=8.0, tx=0.1)
+  target, source = _batch(tgt["rgb"]), _batch(src["rgb"])
+  params = net.init(jax.random.key(0), target, source)
+  (depth, disparity), (r, t) = net.apply(params, target, source)
+  assert depth.shape == (1, RES, RES)
+  assert float(depth.min()) >= config.min_depth and float(depth.max()) <= config.max_depth
+  np.testing.assert_allclose(depth * disparity, 1.0, rtol=1e-5)
+  # The last pose layer starts at zero: the relative pose is the identity.
+  np.testing.assert_allclose(r[0], np.eye(3), atol=1e-6)
+  np.testing.assert_allclose(t[0], 0.0, atol=1e-5)
+  if pose_net == "absolute":
+    _, t_abs = net.apply(params, target, method=geometry.Geometry.head_pose)
+    np.testing.assert_allclose(t_abs[0], [0, 0, config.head_depth], atol=1e-6)
+  k = jnp.asarray(syn.camera_intrinsics(RES))[None]
+  grads = jax.grad(lambda p: geometry.loss(net, p, target, [source], k, [k])[0])(params)
+  g = grads["params"]
+  assert float(jnp.abs(g["depth_net"]["disparity"]["kernel"]).sum()) > 0
+  assert float(jnp.abs(g["pose_net"]["pose"]["kernel"]).sum()) > 0
+  # Given poses (pose_source=landmarks) the pose network gets no gradient.
+  rel = tuple(jnp.asarray(p)[None] for p in camera.relative(_frame(yaw_deg=8.0, tx=0.1)[1],
+                                                            pose_s))
+  grads = jax.grad(lambda p: geometry.loss(net, p, target, [source], k, [k], poses=[rel])[0])(
+      params)
+  assert float(jnp.abs(grads["params"]["pose_net"]["pose"]["kernel"]).sum()) == 0.0
+
+
+def test_unknown_pose_net_is_a_clear_error():
+  config = geometry.default_config()
+  config.pose_net = "posenet"
+  with pytest.raises(ValueError, match="pose_net='posenet'; choose one of"):
+    geometry.Geometry(config).init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)),
+                                   jnp.zeros((1, 16, 16, 3)))
