@@ -45,6 +45,17 @@ def intrinsics(focal: float, cx: float, cy: float) -> np.ndarray:
   return np.array([[focal, 0.0, cx], [0.0, focal, cy], [0.0, 0.0, 1.0]], np.float32)
 
 
+def scale_intrinsics(k: Array, sx: float, sy: float | None = None) -> Array:
+  """Intrinsics of the same camera with its image resized by ``(sx, sy)`` ([..., 3, 3]).
+
+  With pixel centres at ``+0.5`` a resize scales pixel positions exactly: row 0 of ``K`` by
+  ``sx``, row 1 by ``sy``.
+  """
+  xp = _xp(k)
+  sy = sx if sy is None else sy
+  return k * xp.asarray([[sx], [sy], [1.0]], dtype=k.dtype)
+
+
 def pixel_grid(height: int, width: int, offset: tuple[float, float] = (0.5, 0.5),
                dtype=np.float32) -> np.ndarray:
   """[H, W, 2] pixel positions ``(x + ox, y + oy)``, x along the width (centres by default)."""

@@ -184,3 +184,14 @@ def test_reprojection_with_true_depth_and_pose_reproduces_the_target():
     agree = (labels == tgt["segmentation"])[visible].mean()
     agree_no_warp = (src["segmentation"] == tgt["segmentation"])[visible].mean()
     assert agree > 0.97 and agree_no_warp < 0.91, (yaw, agree, agree_no_warp)
+
+
+def test_scaled_intrinsics_see_the_same_point_at_scaled_pixels():
+  k = syn.camera_intrinsics(64)
+  point = np.array([0.3, -0.2, 5.0])
+  half = camera.scale_intrinsics(k, 0.5)
+  np.testing.assert_allclose(camera.project(point, half), camera.project(point, k) / 2, rtol=1e-6)
+  # The centre of the 2x2 block of full-size pixels (2, 4)-(3, 5) is half-size pixel (1, 2)'s.
+  np.testing.assert_allclose(camera.pixel_grid(32, 32)[2, 1] * 2, [3.0, 5.0])
+  np.testing.assert_allclose(camera.scale_intrinsics(jnp.asarray(k), 0.25, 0.5)[:2, 2],
+                             [8.0, 16.0])
