@@ -221,3 +221,55 @@ def test_folding_frames_changes_the_state_and_renders_with_gradients(fold):
   g_params, g_depth = jax.grad(loss, argnums=(0, 1))(params, depths)
   assert float(jnp.abs(g_params["params"]["out"]["kernel"]).sum()) > 0
   assert float(jnp.abs(g_depth).sum()) > 0
+
+
+# ------------------------------------------------------------------------------------ fusion
+
+from minerf_jax.head3d import fuse  # noqa: E402  pylint: disable=wrong-import-position
+
+
+def _fusion_inputs(k=3, c=6):
+  rng = np.random.default_rng(0)
+  rendered = jnp.asarray(rng.normal(size=(2, 4, 5, c)), jnp.float32)
+  warped = jnp.asarray(rng.normal(size=(2, k, 4, 5, c)), jnp.float32)
+  angle = jnp.asarray(rng.uniform(0, 40, (2, k)), jnp.float32)
+  return rendered, warped, angle
+
+
+@pytest.mark.parametrize("mode", fuse.FUSIONS)
+def test_fusion_weights_and_modes(mode):
+  rendered, warped, angle = _fusion_inputs()
+  net = fuse.AttentionFusion(features=8, fusion=mode)
+  params = net.init(jax.random.key(0), rendered, warped, angle)
+  fused, weights = net.apply(params, rendered, warped, angle)
+  assert fused.shape == (2, 4, 5, 8) and weights.shape == (2, 4, 5, 4)
+  np.testing.assert_allclose(weights.sum(-1), 1.0, rtol=1e-6)
+  d_warped = jax.grad(lambda w: jnp.sum(net.apply(params, rendered, w, angle)[0]))(warped)
+  d_rendered = jax.grad(lambda r: jnp.sum(net.apply(params, r, warped, angle)[0]))(rendered)
+  if mode == "rendered_only":
+    # The warped branch is not read at all: any warped input gives the same output, bit for bit.
+    np.testing.assert_array_equal(net.apply(params, rendered, 100 * warped + 3, angle)[0], fused)
+    np.testing.assert_array_equal(d_warped, 0.0)
+    np.testing.assert_array_equal(weights[..., 0], 1.0)
+  else:
+    assert float(jnp.abs(d_warped).sum()) > 0
+  if mode == "warped_only":
+    np.testing.assert_array_equal(weights[..., 0], 0.0)
+  assert float(jnp.abs(d_rendered).sum()) > 0   # the rendered side always forms the query
+
+
+def test_fusion_prefers_the_subject_frame_whose_pose_matches():
+  """Identical warped frames that differ only in their pose agreement: the attention is ordered
+  by it, and a large pose weight puts nearly all of the warped share on the best-matching one."""
+  rendered, warped, _ = _fusion_inputs()
+  warped = jnp.broadcast_to(warped[:, :1], warped.shape)
+  angle = jnp.asarray([[30.0, 2.0, 15.0], [5.0, 40.0, 20.0]])
+  net = fuse.AttentionFusion(features=8)
+  params = net.init(jax.random.key(0), rendered, warped, angle)
+  _, weights = net.apply(params, rendered, warped, angle)
+  w = np.asarray(weights[..., 1:]).reshape(2, -1, 3)
+  assert (np.argsort(-w, -1) == np.array([[1, 2, 0], [0, 2, 1]])[:, None]).all()
+  params["params"]["pose_weight"] = jnp.asarray(50.0)
+  _, weights = net.apply(params, rendered, warped, angle)
+  share = weights[..., 1:] / weights[..., 1:].sum(-1, keepdims=True)   # among the warped frames
+  assert float(share[0, ..., 1].min()) > 0.99 and float(share[1, ..., 0].min()) > 0.99
