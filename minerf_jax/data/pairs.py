@@ -21,16 +21,24 @@ import functools
 import ml_collections
 import numpy as np
 
+from minerf_jax import camera
 from minerf_jax.data import pipeline
 
 
 @dataclasses.dataclass(frozen=True)
 class Frames:
-  """Frames of one split in host memory, ordered by (clip, time)."""
+  """Frames of one split in host memory, ordered by (clip, time), with their cameras and head
+  poses (``X_cam = R X_head + t``: the generator's own on synthetic data, landmark PnP on real
+  clips), intrinsics for the stored ``S``, the face mask and, on synthetic data, z-depth."""
   rgb: np.ndarray       # uint8 [N, S, S, 3]
   identity: np.ndarray  # int [N]
   clip: np.ndarray      # int [N] clip id, unique over the split
   time: np.ndarray      # float [N] seconds (or frame index) within the video
+  intrinsics: np.ndarray | None = None    # float32 [N, 3, 3]
+  rotation: np.ndarray | None = None      # float32 [N, 3, 3]
+  translation: np.ndarray | None = None   # float32 [N, 3]
+  face: np.ndarray | None = None          # uint8 [N, S, S] face mask (0/255)
+  depth: np.ndarray | None = None         # float32 [N, S, S] (synthetic only)
 
   def __len__(self) -> int:
     return int(self.rgb.shape[0])
@@ -51,11 +59,24 @@ def load_frames(builder, split: str, image_size: int = 0) -> Frames:
     _, clip = np.unique(identity, return_inverse=True)
     time = np.array([float(r["frame"]) for r in records])
   order = np.lexsort((time, clip))
-  rgb = np.stack([np.asarray(records[i]["rgb"]) for i in order])
-  if 0 < image_size != rgb.shape[1]:
+  stack = lambda key: np.stack([np.asarray(records[i][key]) for i in order])
+  rgb = stack("rgb")
+  stored = rgb.shape[1]
+  face = np.stack([np.asarray(records[i]["masks"])[..., 0] > 0 for i in order]).astype(
+      np.uint8) * 255
+  depth = stack("depth").astype(np.float32) if "depth" in records[0] else None
+  if 0 < image_size != stored:
     rgb = pipeline.area_downscale(rgb, image_size).round().astype(np.uint8)
+    face = pipeline.area_downscale(face, image_size).round().astype(np.uint8)
+    if depth is not None:
+      depth = pipeline.area_downscale(depth, image_size).astype(np.float32)
+  scale = rgb.shape[1] / stored
   return Frames(rgb=rgb, identity=identity[order],
-                clip=np.asarray(clip).reshape(-1)[order], time=time[order])
+                clip=np.asarray(clip).reshape(-1)[order], time=time[order],
+                intrinsics=camera.scale_intrinsics(stack("intrinsics").astype(np.float32),
+                                                   scale).astype(np.float32),
+                rotation=stack("rotation").astype(np.float32),
+                translation=stack("translation").astype(np.float32), face=face, depth=depth)
 
 
 def clip_members(frames: Frames) -> list[np.ndarray]:
@@ -183,3 +204,103 @@ class PairData:
     frames = load_frames(self.builder, "test", self.image_size)
     return eval_sets(frames, int(ec.max_clip_frames), int(ec.max_clips),
                      int(ec.num_cross_pairs), seed=int(self.config.seed))
+
+
+# ----------------------------------------------------------------------------------------------
+# Subject frames + a driving frame (Head3D: many frames of the subject video, not one source).
+
+
+def _frame_fields(frames: Frames, idx: np.ndarray, prefix: str) -> dict[str, np.ndarray]:
+  """Image, camera and pose of frames ``idx`` (any shape) under ``prefix_*`` keys."""
+  return {prefix: frames.rgb[idx].astype(np.float32) / 255.0,
+          f"{prefix}_intrinsics": frames.intrinsics[idx],
+          f"{prefix}_rotation": frames.rotation[idx],
+          f"{prefix}_translation": frames.translation[idx]}
+
+
+def subject_indices(group: np.ndarray, count: int, exclude: int | None = None,
+                    rng: np.random.Generator | None = None) -> np.ndarray:
+  """``count`` frames of a clip's ``group`` in time order: random distinct ones (``rng``; drawn
+  with repeats only when the clip is too short), else evenly spaced over the clip."""
+  pool = group if exclude is None or len(group) <= count else group[group != exclude]
+  if rng is None:
+    pick = np.linspace(0, len(pool) - 1, count).round().astype(int)
+  else:
+    pick = np.sort(rng.choice(len(pool), count, replace=len(pool) < count))
+  return pool[pick]
+
+
+def sample_subjects(frames: Frames, members: list[np.ndarray], batch: np.ndarray,
+                    rng: np.random.Generator, num_subject: int) -> dict[str, np.ndarray]:
+  """For each driving index in ``batch``, ``num_subject`` other frames of its clip."""
+  clip_of = {int(i): g for g in members for i in g}
+  subjects = np.stack([subject_indices(clip_of[int(i)], num_subject, int(i), rng)
+                       for i in batch])
+  return {**_frame_fields(frames, subjects, "subject"), **_frame_fields(frames, batch, "driving"),
+          "driving_face": frames.face[batch].astype(np.float32) / 255.0,
+          "identity": frames.identity[batch].astype(np.int32),
+          "clip": frames.clip[batch].astype(np.int32)}
+
+
+class _SampleSubjects:
+  """grain random map: a group of driving frame indices -> a subject batch."""
+
+  def __init__(self, frames: Frames, members: list[np.ndarray], num_subject: int):
+    self.frames, self.members, self.num_subject = frames, members, num_subject
+
+  def __call__(self, batch: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    return sample_subjects(self.frames, self.members, np.asarray(batch), rng, self.num_subject)
+
+
+def subject_eval_sets(frames: Frames, num_subject: int, max_clip_frames: int = 0,
+                      max_clips: int = 0, num_cross_pairs: int = 0, seed: int = 0) -> dict:
+  """Both protocols with subject frames (evenly spaced over the subject's clip).
+
+  ``reconstruction``: per held-out clip, its subject frames and its frames as driving (with
+  their cameras and poses; on synthetic data ``true_subject_depth`` and ``true_subject_face``). ``cross``: ``num_cross_pairs``
+  fixed (clip of identity A, frame of identity B) pairs (``cross_identity_pairs``' draw).
+  """
+  members = clip_members(frames)
+  clips = []
+  for g in members[:max_clips] if max_clips > 0 else members:
+    drive = g[:max_clip_frames] if max_clip_frames > 0 else g
+    item = {**_frame_fields(frames, subject_indices(g, num_subject), "subject"),
+            **_frame_fields(frames, drive, "driving"),
+            "identity": int(frames.identity[g[0]]), "clip": int(frames.clip[g[0]])}
+    if frames.depth is not None:   # the truth, for the geometry's evaluation (not model input)
+      item["true_subject_depth"] = frames.depth[subject_indices(g, num_subject)]
+      item["true_subject_face"] = frames.face[subject_indices(g, num_subject)] > 127
+    clips.append(item)
+  out = {"reconstruction": clips}
+  if num_cross_pairs > 0 and len(np.unique(frames.identity)) > 1:
+    idx = cross_identity_pairs(frames, num_cross_pairs, seed=seed)
+    clip_of = {int(i): g for g in members for i in g}
+    subjects = np.stack([subject_indices(clip_of[int(a)], num_subject) for a in idx[:, 0]])
+    out["cross"] = {**_frame_fields(frames, subjects, "subject"),
+                    **_frame_fields(frames, idx[:, 1], "driving")}
+  return out
+
+
+class SubjectData(PairData):
+  """The 'subjects' Data object: like ``PairData`` (same frames, splits, seeds and process
+  sharding), each batch item is ``model.num_subject`` frames of a clip plus another of its
+  frames to drive them (``sample_subjects``)."""
+
+  def __init__(self, config: ml_collections.ConfigDict, **kwargs):
+    super().__init__(config, **kwargs)
+    import grain  # pylint: disable=g-import-not-at-top
+    members = clip_members(self.train_frames)
+    usable = np.concatenate(members)
+    seed = int(config.seed) * 1000 + self.process_index
+    self._dataset = (grain.MapDataset.source(usable.tolist()).shuffle(seed=seed).repeat()
+                     .batch(config.data.batch_size // self.process_count, drop_remainder=True)
+                     .random_map(_SampleSubjects(self.train_frames, members,
+                                                 int(config.model.num_subject)), seed=seed + 1))
+    self.train_batch = pipeline.StepBatches(self._dataset)
+
+  @functools.cached_property
+  def eval_data(self) -> dict:
+    ec = self.config.eval
+    frames = load_frames(self.builder, "test", self.image_size)
+    return subject_eval_sets(frames, int(self.config.model.num_subject), int(ec.max_clip_frames),
+                             int(ec.max_clips), int(ec.num_cross_pairs), seed=int(self.config.seed))

@@ -46,6 +46,7 @@ _REGISTRY: dict[str, str] = {
     "mrfa": "minerf_jax.models.mrfa:MRFA",
     "audio2exp": "minerf_jax.models.audio2exp:Audio2Exp",
     "lokitalk": "minerf_jax.models.lokitalk:LokiTalk",
+    "head3d": "minerf_jax.models.head3d:Head3D",
 }
 _EXTRA: dict[str, tuple[Callable[..., Model], str]] = {}
 
@@ -79,7 +80,8 @@ def build_data(config: ml_collections.ConfigDict, **kwargs) -> Any:
   from minerf_jax.data import sequences
   kind = batch_spec(config)
   builders = {"rays": pipeline.RayData, "frame_rays": pipeline.FrameRayData,
-              "pairs": pairs.PairData, "sequences": sequences.SequenceData}
+              "pairs": pairs.PairData, "subjects": pairs.SubjectData,
+              "sequences": sequences.SequenceData}
   if kind not in builders:
     raise ValueError(f"batch kind {kind!r} of model {config.model.name!r} has no pipeline yet")
   return builders[kind](config, **kwargs)

@@ -162,6 +162,30 @@ def net_from_config(config: ml_collections.ConfigDict) -> AnimationNet:
       refine_kw=refine_kw, use_memory=memory == "on")
 
 
+def perceptual_features(config: ml_collections.ConfigDict) -> losses.PerceptualFeatures:
+  """The perceptual loss network of ``config.loss`` (checked against its weights and scales)."""
+  lc = config.loss
+  if lc.perceptual_net == "vgg16_lpips":
+    features = losses.PerceptualFeatures.vgg16_lpips()
+  elif lc.perceptual_net == "vgg19_npz":
+    if not lc.vgg19_npz:
+      raise ValueError("config.loss.perceptual_net='vgg19_npz' needs config.loss.vgg19_npz=PATH")
+    features = losses.PerceptualFeatures.vgg19_npz(lc.vgg19_npz)
+  else:
+    raise ValueError(f"config.loss.perceptual_net={lc.perceptual_net!r}; use 'vgg16_lpips' or "
+                     "'vgg19_npz'")
+  if len(lc.perceptual) != len(features.taps):
+    raise ValueError(f"config.loss.perceptual has {len(lc.perceptual)} weights for "
+                     f"{len(features.taps)} feature layers")
+  size = pipeline.image_size(config)
+  coarsest = size * min(lc.perceptual_scales)
+  if lc.perceptual_weight > 0 and coarsest < 16:
+    raise ValueError(f"config.loss.perceptual_scales={tuple(lc.perceptual_scales)} takes "
+                     f"{size}px frames down to {coarsest:g}px; VGG needs >= 16: drop the "
+                     "smallest scales")
+  return features
+
+
 def schedule_value(step: jax.Array, total_steps: int, start: float, end: float,
                    ramp: float, value: float) -> jax.Array:
   """``value`` ramped linearly over ``ramp`` (fraction of ``total_steps``) from ``start`` and
@@ -186,25 +210,7 @@ class AnimationModel:
     self.config = config
     self.name = config.model.name
     self.net = net_from_config(config)
-    lc = config.loss
-    if lc.perceptual_net == "vgg16_lpips":
-      self.features = losses.PerceptualFeatures.vgg16_lpips()
-    elif lc.perceptual_net == "vgg19_npz":
-      if not lc.vgg19_npz:
-        raise ValueError("config.loss.perceptual_net='vgg19_npz' needs config.loss.vgg19_npz=PATH")
-      self.features = losses.PerceptualFeatures.vgg19_npz(lc.vgg19_npz)
-    else:
-      raise ValueError(f"config.loss.perceptual_net={lc.perceptual_net!r}; use 'vgg16_lpips' or "
-                       "'vgg19_npz'")
-    if len(lc.perceptual) != len(self.features.taps):
-      raise ValueError(f"config.loss.perceptual has {len(lc.perceptual)} weights for "
-                       f"{len(self.features.taps)} feature layers")
-    size = pipeline.image_size(config)
-    coarsest = size * min(lc.perceptual_scales)
-    if lc.perceptual_weight > 0 and coarsest < 16:
-      raise ValueError(f"config.loss.perceptual_scales={tuple(lc.perceptual_scales)} takes "
-                       f"{size}px frames down to {coarsest:g}px; VGG needs >= 16: drop the "
-                       "smallest scales")
+    self.features = perceptual_features(config)
     self._predict = jax.jit(self._predict_fn, static_argnames=("relative",))
     self._keypoints = jax.jit(self._keypoints_fn)
 

@@ -1,0 +1,364 @@
+"""Head3D: 3-D-aware talking-head motion transfer from many subject frames (Ni et al., WACV 2024).
+
+The paper has no public code; its abstract says: unlike one-shot methods it uses many frames of
+the subject video; a self-supervised 3-D head geometry module predicts head pose and depth; a
+recurrent network fuses the frames into a visually interpretable 3-D canonical head, which is
+transformed to each driving pose and rendered; an attention-based fusion network adds background
+and details from the subject frames. Each part's docstring says what it chose; the composition
+here is ours too:
+
+1. **Geometry** (``head3d/geometry.py``): z-depth of every subject frame; head poses of the
+   subject frames and of the driving frame: the absolute pose net (default), the pairwise net
+   (poses relative to the first subject frame, which is put at the prior pose), or the data's
+   own poses (``model.geometry.pose_source=landmarks``).
+2. **Canonical head** (``head3d/canonical.py``): the subject frames, lifted with their depth and
+   moved to head coordinates, folded one after another into a tri-plane; rendered at the driving
+   frame's pose (colour, opacity, features) at the frame's size.
+3. **2-D warping** (TPSMM's parts: keypoint detector, dense motion, the generator's encoder and
+   decoder; ``model.warper`` holds their sizes): every subject frame's encoder maps warped to the
+   driving frame with its dense motion (absolute keypoints; the background affine is not used)
+   and occlusion masks.
+4. **Fusion** (``head3d/fuse.py``, ``model.fusion``): at every encoder level, per-pixel attention
+   over the rendered head (its features, colour and opacity, area-downsampled to the level) and
+   the K warped subject maps, with each subject frame's pose agreement with the driving pose;
+   the fused levels go through the generator's decoder (its occlusion blend with a warped source
+   is not used: the decoder renders every pixel).
+
+Training loss (``config.loss``): the reconstruction of the driving frame (perceptual pyramid as
+TPSMM's, or L1), keypoint equivariance, the self-supervised geometry loss with the driving frame as
+target and the subject frames as sources, and the canonical head's own photometric loss on the
+driving frame's face mask plus its opacity against that mask (``loss.canonical``,
+``loss.canonical_mask``). Inference: ``animate`` (subject frames + driving frames; pose overrides
+for novel views), ``render_canonical`` (the canonical head at a head pose).
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from minerf_jax import camera
+from minerf_jax import losses
+from minerf_jax.head3d import canonical as canonical_lib
+from minerf_jax.head3d import fuse
+from minerf_jax.head3d import geometry as geometry_lib
+from minerf_jax.models import animation
+from minerf_jax.motion import generator as generator_lib
+
+POSE_SOURCES = ("learned", "landmarks")
+
+
+def batch_spec(config: ml_collections.ConfigDict) -> str:
+  del config
+  return "subjects"
+
+
+def _flat(x: jax.Array) -> jax.Array:
+  return x.reshape((-1,) + x.shape[2:])
+
+
+class Head3DNet(nn.Module):
+  """Geometry, canonical head, TPSMM warper and the per-level fusions (module docstring)."""
+  config: ml_collections.ConfigDict
+
+  def setup(self):
+    mc = self.config
+    if mc.geometry.pose_source not in POSE_SOURCES:
+      raise ValueError(f"config.model.geometry.pose_source={mc.geometry.pose_source!r}; choose "
+                       f"one of {POSE_SOURCES}")
+    self.geometry = geometry_lib.Geometry(mc.geometry)
+    self.canonical = canonical_lib.CanonicalHead(mc.canonical, tuple(map(tuple, mc.box)))
+    w = mc.warper
+    self.warper = animation.AnimationNet(
+        system="tpsmm", num_tps=int(w.num_tps), points_per_tps=int(w.points_per_tps),
+        detector_width=float(w.detector_width), dense_motion_kw=dict(w.dense_motion),
+        generator_kw=dict(w.generator), memory_kw={}, refine_kw={})
+    gen = w.generator
+    levels = gen.num_down_blocks + 1
+    width = lambda i: min(gen.max_features, gen.block_expansion * 2 ** i)
+    # Encoder level i (fine to coarse) has width(i) channels; decoder order is coarse to fine.
+    self.fusions = [fuse.AttentionFusion(width(i), mc.fusion, name=f"fusion{i}")
+                    for i in range(levels)]
+
+  # -- geometry ------------------------------------------------------------------------------
+
+  def poses(self, subject: jax.Array, driving: jax.Array, given: dict | None
+            ) -> tuple[camera.Pose, camera.Pose]:
+    """Head poses of the subject frames [B, K] and of the driving frame [B]."""
+    if self.config.geometry.pose_source == "landmarks":
+      return ((given["subject_rotation"], given["subject_translation"]),
+              (given["driving_rotation"], given["driving_translation"]))
+    b, k = subject.shape[:2]
+    if self.config.geometry.pose_net == "absolute":
+      r, t = self.geometry.head_pose(jnp.concatenate([_flat(subject), driving]))
+      return ((r[:b * k].reshape(b, k, 3, 3), t[:b * k].reshape(b, k, 3)), (r[b * k:], t[b * k:]))
+    # Pairwise: relative to the first subject frame, which sits at the prior pose.
+    first = jnp.repeat(subject[:, :1], k, 1)
+    prior = (jnp.broadcast_to(jnp.eye(3), (b, 3, 3)),
+             jnp.broadcast_to(jnp.asarray([0.0, 0.0, self.config.geometry.head_depth]), (b, 3)))
+    rel = self.geometry.relative_pose(_flat(first), _flat(subject))
+    rep = lambda p: jnp.repeat(p, k, 0)
+    r, t = camera.compose(rel, (rep(prior[0]), rep(prior[1])))
+    rel_d = self.geometry.relative_pose(subject[:, 0], driving)
+    return (r.reshape(b, k, 3, 3), t.reshape(b, k, 3)), camera.compose(rel_d, prior)
+
+  # -- the whole forward pass ----------------------------------------------------------------
+
+  def canonical_state(self, subject, depth, k_subject, pose_subject) -> dict:
+    state = self.canonical.init_state(subject.shape[0])
+    for i in range(subject.shape[1]):
+      state = self.canonical.fold(state, subject[:, i], depth[:, i], k_subject[:, i],
+                                  (pose_subject[0][:, i], pose_subject[1][:, i]))
+    return state
+
+  def render_canonical(self, state: dict, k: jax.Array, pose: camera.Pose, height: int,
+                       width: int) -> dict:
+    return self.canonical.render(state, k, pose, height, width)
+
+  def warped_maps(self, subject: jax.Array, kp_subject: jax.Array, kp_driving: jax.Array
+                  ) -> tuple[list[jax.Array], dict]:
+    """Every subject frame's encoder maps warped to the driving frame: a coarse-to-fine list of
+    [B, K, h, w, C], and the dense motion (flattened over B*K)."""
+    b, k = subject.shape[:2]
+    src = _flat(subject)
+    motion = self.warper.dense_motion(src, kp_subject, jnp.repeat(kp_driving, k, 0), None)
+    maps = self.warper.generator.encode(src)
+    warped = generator_lib.warp_features(maps, motion["deformation"], motion["occlusion_map"])
+    return [w.reshape((b, k) + w.shape[1:]) for w in warped], motion
+
+  def decode(self, rendered: dict, warped: list[jax.Array], pose_angle: jax.Array
+             ) -> tuple[jax.Array, list[jax.Array]]:
+    """Fuses the rendered head with the warped maps at every level and decodes the frame."""
+    head = jnp.concatenate([rendered["features"], rendered["rgb"], rendered["acc"][..., None]], -1)
+    fused, attention = [], []
+    size = head.shape[1]
+    for level, w in enumerate(warped):             # coarse to fine
+      factor = size // w.shape[2]
+      r = nn.avg_pool(head, (factor, factor), (factor, factor)) if factor > 1 else head
+      i = len(warped) - 1 - level                  # encoder level (0 = finest)
+      f, a = self.fusions[i](r, w, pose_angle)
+      fused.append(f)
+      attention.append(a)
+    zeros = jnp.zeros(head.shape[:3] + (1,), head.dtype)
+    pred = self.warper.generator.decode(fused, jnp.zeros(head.shape[:3] + (3,), head.dtype), zeros)
+    return pred, attention
+
+  def __call__(self, batch: dict, train: bool = False) -> dict:
+    subject, driving = batch["subject"], batch["driving"]
+    b, k, h, w = subject.shape[:4]
+    depth, disparity = self.geometry.depth(_flat(subject))
+    depth, disparity = depth.reshape(b, k, h, w), disparity.reshape(b, k, h, w)
+    pose_s, pose_d = self.poses(subject, driving, batch)
+    pose_d = (batch.get("render_rotation", pose_d[0]), batch.get("render_translation", pose_d[1]))
+    state = self.canonical_state(subject, depth, batch["subject_intrinsics"], pose_s)
+    rendered = self.render_canonical(state, batch["driving_intrinsics"], pose_d, h, w)
+    kp = self.warper.keypoints(jnp.concatenate([_flat(subject), driving]), train)
+    kp_s, kp_d = kp[:b * k], kp[b * k:]
+    warped, _ = self.warped_maps(subject, kp_s, kp_d)
+    angle = jax.lax.stop_gradient(camera.rotation_angle_degrees(
+        pose_s[0], jnp.repeat(pose_d[0][:, None], k, 1)))
+    pred, attention = self.decode(rendered, warped, angle)
+    return {"prediction": pred, "rendered": rendered, "attention": attention,
+            "subject_depth": depth, "subject_disparity": disparity, "pose_subject": pose_s,
+            "pose_driving": pose_d, "kp_driving": kp_d, "pose_angle": angle}
+
+
+class Head3D:
+  """The model seam (``minerf_jax/models/__init__.py``) for Head3D; like the animation models,
+  ``params`` and ``batch_stats`` (the keypoint ResNet's BatchNorm) are separate trees."""
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    self.config = config
+    self.name = config.model.name
+    self.net = Head3DNet(config.model)
+    self.geometry = geometry_lib.Geometry(config.model.geometry)   # params: params['geometry']
+    self.features = animation.perceptual_features(config)
+    self._forward = jax.jit(self._forward_fn)
+
+  # -- init / training ---------------------------------------------------------------------------
+
+  def init_variables(self, rng: jax.Array, batch: dict) -> dict:
+    small = {k: jnp.asarray(v[:1]) for k, v in batch.items() if k.startswith(("subject",
+                                                                              "driving"))}
+    variables = jax.jit(functools.partial(self.net.init, train=False))(
+        {"params": rng, "dropout": rng}, small)
+    return {"params": variables["params"], "batch_stats": variables["batch_stats"]}
+
+  def init(self, rng: jax.Array, batch: dict) -> Any:
+    return self.init_variables(rng, batch)["params"]
+
+  def loss(self, params, batch, rng, step, batch_stats=None):
+    """``(total, (metrics, new_batch_stats))``; see the module docstring for the terms."""
+    del step
+    lc, mc = self.config.loss, self.config.model
+    driving = batch["driving"]
+    transformed, transform = losses.random_transform_frame(rng, driving)
+
+    def forward(net):
+      out = net(batch, train=True)
+      out["kp_transformed"] = net.warper.keypoints(transformed, train=True)
+      return out
+
+    out, updates = nn.apply(forward, self.net, mutable=["batch_stats"])(
+        {"params": params, "batch_stats": batch_stats})
+    pred = out["prediction"]
+    terms = {}
+    if lc.perceptual_weight > 0:
+      terms["perceptual"] = lc.perceptual_weight * losses.multiscale_perceptual_loss(
+          self.features, pred, driving, tuple(lc.perceptual_scales), tuple(lc.perceptual))
+    if lc.l1 > 0:
+      terms["l1"] = lc.l1 * jnp.mean(jnp.abs(pred - driving))
+    if lc.equivariance > 0:
+      terms["equivariance"] = losses.equivariance_loss(out["kp_driving"], out["kp_transformed"],
+                                                       transform, lc.equivariance)
+    geo_metrics = {}
+    if lc.geometry > 0:
+      given = None
+      if mc.geometry.pose_source == "landmarks":
+        rel = camera.relative((batch["driving_rotation"][:, None], batch["driving_translation"][:,
+                                                                                               None]),
+                              (batch["subject_rotation"], batch["subject_translation"]))
+        given = [(rel[0][:, i], rel[1][:, i]) for i in range(batch["subject"].shape[1])]
+      geo, geo_metrics = self._geometry_loss(params, batch, given)
+      terms["geometry"] = lc.geometry * geo
+    face = batch["driving_face"]
+    rendered = out["rendered"]
+    if lc.canonical > 0:
+      err = jnp.sum(jnp.abs(rendered["rgb"] - driving) * face[..., None]) / (
+          3.0 * jnp.maximum(jnp.sum(face), 1.0))
+      terms["canonical"] = lc.canonical * err
+    if lc.canonical_mask > 0:
+      terms["canonical_mask"] = lc.canonical_mask * jnp.mean(jnp.abs(rendered["acc"] - face))
+    total = sum(terms.values())
+    mse = jnp.mean((pred - driving) ** 2)
+    head_mse = jnp.sum((rendered["rgb"] - driving) ** 2 * face[..., None]) / (
+        3.0 * jnp.maximum(jnp.sum(face), 1.0))
+    metrics_out = {**{f"loss_{k}": v for k, v in terms.items()}, **geo_metrics,
+                   "psnr": -10.0 * jnp.log10(mse), "canonical_psnr": -10.0 * jnp.log10(head_mse),
+                   "attention_rendered": jnp.mean(out["attention"][-1][..., 0])}
+    return total, (metrics_out, updates["batch_stats"])
+
+  def _geometry_loss(self, params, batch, given):
+    """The self-supervised geometry loss: the driving frame as target, each subject frame as a
+    source (camera.relative of the poses when given)."""
+    k = batch["subject"].shape[1]
+    return geometry_lib.loss(
+        self.geometry, {"params": params["geometry"]}, batch["driving"],
+        [batch["subject"][:, i] for i in range(k)], batch["driving_intrinsics"],
+        [batch["subject_intrinsics"][:, i] for i in range(k)], poses=given)
+
+  def trainable(self, params):
+    return jax.tree.map(lambda _: True, params)
+
+  def load_pretrained(self, params, pretrained):
+    return animation.AnimationModel.load_pretrained(self, params, pretrained)
+
+  # -- inference ---------------------------------------------------------------------------------
+
+  def _variables(self, params, batch_stats):
+    if batch_stats is None:
+      raise ValueError(f"model {self.name!r} needs its BatchNorm statistics (batch_stats)")
+    return {"params": params, "batch_stats": batch_stats}
+
+  def _forward_fn(self, params, batch_stats, batch):
+    out = self.net.apply(self._variables(params, batch_stats), batch)
+    return {"prediction": out["prediction"], "rendered_rgb": out["rendered"]["rgb"],
+            "rendered_acc": out["rendered"]["acc"], "subject_depth": out["subject_depth"],
+            "pose_subject": out["pose_subject"], "pose_driving": out["pose_driving"]}
+
+  def predict(self, params, batch: dict, batch_stats=None) -> dict:
+    """A subject batch (``pairs.sample_subjects``' keys) -> prediction, rendered head, depth and
+    poses. ``render_rotation`` / ``render_translation`` [B, ...] override the driving pose."""
+    return self._forward(params, batch_stats, {k: jnp.asarray(v) for k, v in batch.items()
+                                               if k.startswith(("subject", "driving", "render"))})
+
+  def animate(self, params, subject: dict, driving: dict, *, batch_stats=None, chunk: int = 16,
+              progress=None, outputs: tuple[str, ...] = ("prediction",)):
+    """Subject frames (``subject``, ``subject_intrinsics``, ... of K frames) driven by each
+    driving frame (``driving``, ``driving_intrinsics``, ... [T, ...]; ``render_rotation`` /
+    ``render_translation`` [T, ...] to override the pose) -> ``prediction`` [T, S, S, 3] (or a
+    dict of the named ``predict`` outputs, each over the T frames)."""
+    t = len(driving["driving"])
+    out = {name: [] for name in outputs}
+    for start in range(0, t, chunk):
+      n = min(chunk, t - start)
+      piece = {k: animation._pad_to(np.asarray(v[start:start + n]), chunk)  # pylint: disable=protected-access
+               for k, v in driving.items()}
+      piece.update({k: np.repeat(np.asarray(v)[None], chunk, 0) for k, v in subject.items()})
+      result = jax.device_get(self.predict(params, piece, batch_stats))
+      for name in outputs:
+        out[name].append(jax.tree.map(lambda x: np.asarray(x)[:n], result[name]))
+      if progress is not None:
+        progress(start + n)
+    out = {name: jax.tree.map(lambda *xs: np.concatenate(xs), *parts)
+           for name, parts in out.items()}
+    return out["prediction"] if outputs == ("prediction",) else out
+
+  def evaluate(self, params, eval_data: dict, batch_stats=None) -> dict[str, float]:
+    """Reconstruction of each held-out clip from its subject frames (L1, PSNR, SSIM, LPIPS) and,
+    on synthetic data, the geometry against the generator's truth: ``depth_abs_rel`` of the
+    subject frames' depth on their face pixels (and ``depth_abs_rel_scaled``, after the median
+    scaling of monocular depth evaluation), and ``pose_error_deg``, the rotation error of the
+    relative pose subject frame 0 -> each driving frame."""
+    ec = self.config.eval
+    chunk = int(ec.chunk)
+    preds, targets, abs_rel, abs_rel_scaled, rot_err = [], [], [], [], []
+    for clip in eval_data["reconstruction"]:
+      subject = {k: v for k, v in clip.items() if k.startswith("subject")}
+      driving = {k: v for k, v in clip.items() if k.startswith("driving")}
+      out = self.animate(params, subject, driving, batch_stats=batch_stats, chunk=chunk,
+                         outputs=("prediction", "subject_depth", "pose_subject", "pose_driving"))
+      preds.append(out["prediction"])
+      targets.append(clip["driving"])
+      if "true_subject_depth" in clip:
+        face = clip["true_subject_face"]
+        pred_d, true_d = out["subject_depth"][0][face], clip["true_subject_depth"][face]
+        abs_rel.append(np.mean(np.abs(pred_d - true_d) / true_d))
+        scaled = pred_d * np.median(true_d) / np.median(pred_d)
+        abs_rel_scaled.append(np.mean(np.abs(scaled - true_d) / true_d))
+        (r_s, _), (r_d, _) = out["pose_subject"], out["pose_driving"]
+        pred_rel = r_d @ np.swapaxes(r_s[:, 0], -1, -2)
+        true_rel = clip["driving_rotation"] @ clip["subject_rotation"][0].T
+        rot_err.append(camera.rotation_angle_degrees(pred_rel, true_rel))
+    results = animation.image_metrics(np.concatenate(preds), np.concatenate(targets), chunk,
+                                      lpips=bool(ec.lpips))
+    if abs_rel:
+      results.update({"geometry/depth_abs_rel": float(np.mean(abs_rel)),
+                      "geometry/depth_abs_rel_scaled": float(np.mean(abs_rel_scaled)),
+                      "geometry/pose_error_deg": float(np.mean(np.concatenate(rot_err)))})
+    return results
+
+
+def default_model_config(size: str, box) -> ml_collections.ConfigDict:
+  """``config.model`` of Head3D at ``size`` ('full', 'cpu' or 'test'; TPSMM's warper sizes)."""
+  from minerf_jax.models import tpsmm  # pylint: disable=g-import-not-at-top
+  warper = tpsmm.model_config(size)
+  geometry = geometry_lib.default_config()
+  canon = canonical_lib.default_config()
+  if size == "test":
+    warper.generator.num_down_blocks = 2
+    geometry.update(block_expansion=8, num_blocks=3, max_features=32, pose_features=(8, 16))
+    canon.update(plane_resolution=16, state_dim=8, encoder_features=(8,), feature_dim=8,
+                 mlp_width=16, num_samples=12)
+  elif size == "cpu":
+    canon.update(plane_resolution=32, state_dim=16, encoder_features=(16,), feature_dim=16,
+                 mlp_width=32, num_samples=16)
+  else:
+    geometry.update(block_expansion=32, num_blocks=5, max_features=256,
+                    pose_features=(32, 64, 128, 256, 256))
+    canon.update(plane_resolution=64, state_dim=64, encoder_features=(32, 64), feature_dim=32,
+                 mlp_width=128, num_samples=32)
+  return ml_collections.ConfigDict(dict(
+      name="head3d", num_subject=4 if size != "test" else 2, fusion="attention",
+      box=tuple(tuple(float(v) for v in c) for c in box),
+      geometry=geometry, canonical=canon,
+      warper=dict(num_tps=warper.num_tps, points_per_tps=warper.points_per_tps,
+                  detector_width=warper.detector_width, dense_motion=dict(warper.dense_motion),
+                  generator=dict(warper.generator)),
+  ))
+
