@@ -1,7 +1,15 @@
-r"""Animates a portrait with a driving video using a trained one-shot model (TPSMM, MCNet, MRFA).
+r"""Animates a portrait (one-shot models) or a subject video (Head3D) with a driving video.
 
   python -m launch.animate --checkpoint=runs/tpsmm --source=photo.png --driving=talk.mp4 \
       --out=animated.mp4 [--relative=true] [--side_by_side=false] [--config=configs/X.py[:variant]]
+  python -m launch.animate --checkpoint=runs/head3d --subject=person.mp4 --driving=talk.mp4 \
+      --out=animated.mp4 [--yaw=-20,0,20] [--pitch=0]        # Head3D; one mp4 per view
+
+* Head3D (``--subject``): ``model.num_subject`` frames of the subject video, evenly spaced over
+  its frames with a face, are the subject frames; every driving frame is animated. Each crop
+  keeps its camera (the crop's intrinsics) and its landmark PnP head pose, as the dataset's
+  frames do. ``--yaw`` / ``--pitch`` (degrees, lists) turn the rendered head further for novel
+  views; with more than one view, ``--out=x.mp4`` becomes ``x_yaw<Y>_pitch<P>.mp4`` per view.
 
 * The face is cropped in both inputs with the dataset's own code (``minerf_jax/data/face.py``):
   the source like ``face.process_image``; the driving video is tracked like
@@ -36,8 +44,10 @@ import numpy as np
 from tqdm import tqdm
 
 from launch import runs
+from minerf_jax import camera
 from minerf_jax import models
 from minerf_jax.data import face
+from minerf_jax.data import pairs
 from minerf_jax.data import pipeline
 from minerf_jax.data import preprocess
 from minerf_jax.data import video
@@ -47,7 +57,12 @@ from minerf_jax.train import checkpoint
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Training run directory (or its "
                                   "'checkpoints' directory, or one '<step>' directory in it).",
                                   required=True)
-_SOURCE = flags.DEFINE_string("source", None, "Source portrait (PNG or JPEG).", required=True)
+_SOURCE = flags.DEFINE_string("source", None, "Source portrait (PNG or JPEG): one-shot models.")
+_SUBJECT = flags.DEFINE_string("subject", None, "Subject video (Head3D: its frames are the "
+                               "subject frames).")
+_YAW = flags.DEFINE_list("yaw", ["0"], "Head3D: extra head yaw in degrees (a list: one mp4 per "
+                         "value).")
+_PITCH = flags.DEFINE_list("pitch", ["0"], "Head3D: extra head pitch in degrees (a list).")
 _DRIVING = flags.DEFINE_string("driving", None, "Driving video (its audio is muxed in).",
                                required=True)
 _OUT = flags.DEFINE_string("out", None, "Output mp4 path.", required=True)
@@ -59,6 +74,7 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file[:variant] (default: the run's config.json).", lock_config=True)
 
 MIN_SIDE = 256          # output frames smaller than this are upscaled
+ANIMATORS = animation.SYSTEMS + ("head3d",)
 SAMPLE_RATE = 16000
 
 
@@ -104,10 +120,10 @@ def load_checkpoint(path: str, config: ml_collections.ConfigDict | None):
                          "point --checkpoint at a training run directory or pass --config"
                          ) from None
   name = config.model.name
-  if name not in animation.SYSTEMS:
+  if name not in ANIMATORS:
     where = "--config builds" if given else "it is a run of"
-    raise AnimateError(f"--checkpoint={path}: {where} model {name!r}, not a one-shot animation "
-                       f"model; use a run of {', '.join(animation.SYSTEMS)}")
+    raise AnimateError(f"--checkpoint={path}: {where} model {name!r}, not an animation "
+                       f"model; use a run of {', '.join(ANIMATORS)}")
   try:
     params = checkpoint.load_params(path, model_name=name)
     batch_stats = checkpoint.load_params(path, model_name=name, item="batch_stats")
@@ -174,34 +190,48 @@ def crop_boxes(tr, fps: float, smooth_seconds: float) -> np.ndarray:
   return boxes[np.where(last >= 0, last, found[0])]
 
 
-def driving_crops(path: str, resolution: int, progress: bool = True
-                  ) -> tuple[np.ndarray, float]:
-  """(uint8 [T, R, R, 3] face crops of every frame, fps) of the driving video. ``progress``: a
-  tqdm bar over the crop pass (the tracking pass has no per-frame hook)."""
+def driving_crops(path: str, resolution: int, progress: bool = True, flag: str = "driving"
+                  ) -> tuple[np.ndarray, float, dict]:
+  """(uint8 [T, R, R, 3] face crops of every frame, fps, cameras) of a video; ``cameras``:
+  each crop's ``intrinsics`` [T, 3, 3] and landmark PnP head pose (``rotation`` [T, 3, 3],
+  ``translation`` [T, 3]), and ``has_face`` [T]. ``progress``: a tqdm bar over the crop pass
+  (the tracking pass has no per-frame hook); ``flag`` names the video in errors."""
   if progress:
     tqdm.write(f"tracking the face in {path} ...", file=sys.stderr)
   try:
     fps = video_fps(path)
     tr = preprocess.track(path, fps)
   except preprocess.SkipVideo as e:
-    raise AnimateError(f"--driving={path}: {e}; use a complete, readable video file (e.g. an "
+    raise AnimateError(f"--{flag}={path}: {e}; use a complete, readable video file (e.g. an "
                        "H.264 mp4)") from None
   total = len(tr.landmarks)
   if not any(lm is not None for lm in tr.landmarks):
-    raise AnimateError(f"--driving={path}: no face found in any of its {total} frames; use a "
+    raise AnimateError(f"--{flag}={path}: no face found in any of its {total} frames; use a "
                        "video with one clearly visible face")
   boxes = crop_boxes(tr, fps, preprocess.Settings().smooth_seconds)
-  crops = []
-  with tqdm(total=total, desc="crop driving", unit="frame", disable=not progress) as bar:
+  crops, cams = [], {"intrinsics": [], "rotation": [], "translation": []}
+  pose = None
+  with tqdm(total=total, desc=f"crop {flag}", unit="frame", disable=not progress) as bar:
     for i, rgb in enumerate(preprocess.iter_frames(path, fps)):
       if i >= total:
         break
       crops.append(face.crop(rgb, boxes[i], resolution))
+      k = face.crop_intrinsics(boxes[i], resolution, rgb.shape[:2])
+      if tr.landmarks[i] is not None:   # a frame without a face keeps the last pose
+        pose = face.head_pose(face.to_crop(tr.landmarks[i], boxes[i], resolution), k)
+      cams["intrinsics"].append(k)
+      cams["rotation"].append(None if pose is None else pose[0])
+      cams["translation"].append(None if pose is None else pose[1])
       bar.update(1)
   if len(crops) != total:
-    raise AnimateError(f"--driving={path}: decoded {len(crops)} frames on the second pass but "
+    raise AnimateError(f"--{flag}={path}: decoded {len(crops)} frames on the second pass but "
                        f"{total} on the first; re-encode the video (e.g. with ffmpeg)")
-  return np.stack(crops), fps
+  first = next(i for i, r in enumerate(cams["rotation"]) if r is not None)
+  for key in ("rotation", "translation"):   # frames before the first face take its pose
+    cams[key] = [cams[key][first] if v is None else v for v in cams[key]]
+  cameras = {key: np.stack(v).astype(np.float32) for key, v in cams.items()}
+  cameras["has_face"] = np.array([lm is not None for lm in tr.landmarks])
+  return np.stack(crops), fps, cameras
 
 
 def driving_audio(path: str, num_frames: int, fps: float) -> np.ndarray | None:
@@ -234,34 +264,95 @@ def output_frames(result: np.ndarray, source: np.ndarray | None = None,
   return video.upscale(frames, max(1, math.ceil(MIN_SIDE / frames.shape[1])))
 
 
-def animate(checkpoint_path: str, source_path: str, driving_path: str, out: str, *,
-            config: ml_collections.ConfigDict | None = None, relative: bool = True,
-            side_by_side: bool = False, chunk: int = 16) -> dict:
-  """Writes the animated video; returns a summary (frames, fps, seconds, path, timings)."""
+def view_path(out: str, yaw: float, pitch: float, many: bool) -> str:
+  """``out`` itself for a single view; else ``<stem>_yaw<Y>_pitch<P><ext>``."""
+  if not many:
+    return out
+  stem, ext = os.path.splitext(out)
+  return f"{stem}_yaw{yaw:g}_pitch{pitch:g}{ext or '.mp4'}"
+
+
+def subject_inputs(path: str, resolution: int, size: int, count: int) -> dict:
+  """Head3D's subject frames: ``count`` crops evenly spaced over the frames with a face, at the
+  model's size, with their intrinsics (scaled to it) and head poses."""
+  crops, _, cams = driving_crops(path, resolution, flag="subject")
+  idx = pairs.subject_indices(np.flatnonzero(cams["has_face"]), count)
+  return {"subject": to_model_size(crops[idx], size),
+          "subject_intrinsics": camera.scale_intrinsics(cams["intrinsics"][idx], size / resolution),
+          "subject_rotation": cams["rotation"][idx], "subject_translation": cams["translation"][idx]}
+
+
+def animate(checkpoint_path: str, driving_path: str, out: str, *, source_path: str | None = None,
+            subject_path: str | None = None, config: ml_collections.ConfigDict | None = None,
+            relative: bool = True, side_by_side: bool = False, chunk: int = 16,
+            views: tuple[tuple[float, float], ...] = ((0.0, 0.0),)) -> dict:
+  """Writes the animated video (one per view for Head3D); returns a summary (frames, fps,
+  seconds, paths, timings)."""
   config, params, batch_stats = load_checkpoint(checkpoint_path, config)
+  head3d = config.model.name == "head3d"
+  if head3d and not subject_path:
+    raise AnimateError(f"--checkpoint={checkpoint_path}: a Head3D run animates many frames of a "
+                       "subject; pass --subject=VIDEO (not --source)")
+  if not head3d and not source_path:
+    raise AnimateError(f"--checkpoint={checkpoint_path}: a {config.model.name} run animates one "
+                       "portrait; pass --source=IMAGE (--subject is Head3D's)")
+  if not head3d and tuple(views) != ((0.0, 0.0),):
+    raise AnimateError("--yaw/--pitch: only Head3D runs render novel views")
   size, resolution = pipeline.image_size(config), int(config.data.resolution)
   try:
-    source = to_model_size(source_crop(source_path, resolution)[None], size)[0]
-    crops, fps = driving_crops(driving_path, resolution)
+    if head3d:
+      subject = subject_inputs(subject_path, resolution, size, int(config.model.num_subject))
+      source = subject["subject"][0]
+    else:
+      source = to_model_size(source_crop(source_path, resolution)[None], size)[0]
+    crops, fps, cams = driving_crops(driving_path, resolution)
   except ImportError as e:
     raise AnimateError(one_line(e)) from None
   driving = to_model_size(crops, size)
   del crops
   audio = driving_audio(driving_path, len(driving), fps)
   model = models.build(config)
-  start = time.time()
-  with tqdm(total=len(driving), desc=f"animate ({config.model.name})", unit="frame") as bar:
-    result = model.animate(params, source, driving, relative=relative, batch_stats=batch_stats,
-                           chunk=chunk, progress=lambda done: bar.update(done - bar.n))
-  seconds = time.time() - start
-  frames = output_frames(result, *((source, driving) if side_by_side else ()))
+  paths, seconds = [], 0.0
+  for yaw, pitch in views:
+    start = time.time()
+    desc = f"animate ({config.model.name}" + (f", yaw {yaw:g} pitch {pitch:g})" if head3d else ")")
+    with tqdm(total=len(driving), desc=desc, unit="frame") as bar:
+      progress = lambda done: bar.update(done - bar.n)  # pylint: disable=cell-var-from-loop
+      if head3d:
+        drive = {"driving": driving,
+                 "driving_intrinsics": camera.scale_intrinsics(cams["intrinsics"],
+                                                               size / resolution),
+                 "driving_rotation": cams["rotation"], "driving_translation": cams["translation"],
+                 "view": np.tile(np.deg2rad([yaw, pitch]).astype(np.float32), (len(driving), 1))}
+        result = model.animate(params, subject, drive, batch_stats=batch_stats, chunk=chunk,
+                               progress=progress)
+      else:
+        result = model.animate(params, source, driving, relative=relative,
+                               batch_stats=batch_stats, chunk=chunk, progress=progress)
+    seconds += time.time() - start
+    frames = output_frames(result, *((source, driving) if side_by_side else ()))
+    path = view_path(out, yaw, pitch, len(views) > 1)
+    try:
+      video.write_video(path, frames, fps, audio, SAMPLE_RATE)
+    except OSError as e:
+      raise AnimateError(f"--out={path}: cannot write ({one_line(e)}); choose a writable path"
+                         ) from None
+    paths.append(path)
+  return dict(frames=len(driving), fps=fps, seconds=len(driving) / fps, path=", ".join(paths),
+              paths=paths, animate_seconds=seconds, audio=audio is not None)
+
+
+def parse_views(yaws: list[str], pitches: list[str]) -> tuple[tuple[float, float], ...]:
+  """--yaw / --pitch lists -> (yaw, pitch) pairs: one list may have one value for all."""
   try:
-    video.write_video(out, frames, fps, audio, SAMPLE_RATE)
-  except OSError as e:
-    raise AnimateError(f"--out={out}: cannot write ({one_line(e)}); choose a writable path"
-                       ) from None
-  return dict(frames=len(frames), fps=fps, seconds=len(frames) / fps, path=out,
-              animate_seconds=seconds, audio=audio is not None)
+    y, p = [float(v) for v in yaws], [float(v) for v in pitches]
+  except ValueError as e:
+    raise AnimateError(f"--yaw/--pitch: {e}; give degrees, e.g. --yaw=-20,0,20") from None
+  if len(y) != len(p) and 1 not in (len(y), len(p)):
+    raise AnimateError(f"--yaw has {len(y)} values and --pitch {len(p)}: give equally many, or "
+                       "one of them a single value")
+  n = max(len(y), len(p))
+  return tuple(zip(y * n if len(y) == 1 else y, p * n if len(p) == 1 else p))
 
 
 def main(argv):
@@ -275,9 +366,13 @@ def main(argv):
       config.keys()  # a config file that failed to load raises on first use
     except OSError as e:
       sys.exit(f"error: --config: {one_line(e.__cause__ or e)}")
+  if bool(_SOURCE.value) == bool(_SUBJECT.value):
+    sys.exit("error: pass one of --source=IMAGE (TPSMM, MCNet, MRFA) or --subject=VIDEO (Head3D)")
   try:
-    s = animate(_CHECKPOINT.value, _SOURCE.value, _DRIVING.value, _OUT.value, config=config,
-                relative=_RELATIVE.value, side_by_side=_SIDE_BY_SIDE.value, chunk=_CHUNK.value)
+    s = animate(_CHECKPOINT.value, _DRIVING.value, _OUT.value, source_path=_SOURCE.value,
+                subject_path=_SUBJECT.value, config=config, relative=_RELATIVE.value,
+                side_by_side=_SIDE_BY_SIDE.value, chunk=_CHUNK.value,
+                views=parse_views(_YAW.value, _PITCH.value))
   except AnimateError as e:
     sys.exit(f"error: {e}")
   print(f"wrote {s['path']}: {s['frames']} frames at {s['fps']:g} fps ({s['seconds']:.2f} s"

@@ -82,3 +82,15 @@ def tpsmm_test_run(tmp_path_factory):
   config.data.data_dir = str(root / "tfds")
   state = loop.train_and_evaluate(config, str(root / "run"))
   return str(root / "run"), state
+
+
+@pytest.fixture(scope="session")
+def head3d_test_run(tmp_path_factory):
+  """Workdir of configs/head3d.py:test trained for its few steps on all 8 devices."""
+  from configs import head3d  # pylint: disable=g-import-not-at-top
+  from minerf_jax.train import loop  # pylint: disable=g-import-not-at-top
+  root = tmp_path_factory.mktemp("head3d")
+  config = head3d.get_config("test")
+  config.data.data_dir = str(root / "tfds")
+  loop.train_and_evaluate(config, str(root / "run"))
+  return str(root / "run")

@@ -103,3 +103,42 @@ def test_directory_without_checkpoint(driving, tmp_path):
   proc = _animate(f"--checkpoint={tmp_path}", f"--source={SOURCE}", f"--driving={driving}",
                   f"--out={tmp_path / 'out.mp4'}")
   _assert_one_line_error(proc, str(tmp_path), "no checkpoint")
+
+
+# --------------------------------------------------------------------------- Head3D: --subject
+
+
+@pytest.fixture(scope="module")
+def subject(tmp_path_factory):
+  """The first second of another real clip: the subject video."""
+  v = video.read_video(os.path.join(MEDIA, "videoretalking_face2.mp4"))
+  path = str(tmp_path_factory.mktemp("subject") / "subject_1s.mp4")
+  n = int(round(v.fps))
+  video.write_video(path, v.frames[:n], v.fps)
+  return path
+
+
+def test_head3d_animates_a_subject_video_with_novel_views(head3d_test_run, subject, driving,
+                                                          tmp_path):
+  out = str(tmp_path / "h3d.mp4")
+  proc = _animate(f"--checkpoint={head3d_test_run}", f"--subject={subject}",
+                  f"--driving={driving}", f"--out={out}", "--yaw=0,25")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "animate (head3d, yaw 25 pitch 0)" in proc.stderr
+  clips = [video.read_video(str(tmp_path / f"h3d_yaw{y}_pitch0.mp4")) for y in (0, 25)]
+  for clip in clips:
+    assert clip.fps == 25 and clip.frames.shape == (CLIP_FRAMES, 256, 256, 3)
+    assert clip.audio is not None and np.abs(clip.audio).max() > 0.01
+  # The turned view is another image (the rendered head moved), not the same frames.
+  assert np.abs(clips[0].frames.astype(float) - clips[1].frames.astype(float)).mean() > 0.1
+
+
+def test_head3d_and_one_shot_inputs_are_not_mixed(head3d_test_run, run_dir, subject, driving,
+                                                  tmp_path):
+  out = f"--out={tmp_path / 'out.mp4'}"
+  _assert_one_line_error(_animate(f"--checkpoint={head3d_test_run}", f"--source={SOURCE}",
+                                  f"--driving={driving}", out), "--subject=VIDEO")
+  _assert_one_line_error(_animate(f"--checkpoint={run_dir}", f"--subject={subject}",
+                                  f"--driving={driving}", out), "pass --source=IMAGE")
+  _assert_one_line_error(_animate(f"--checkpoint={run_dir}", f"--source={SOURCE}",
+                                  f"--driving={driving}", out, "--yaw=20"), "novel views")

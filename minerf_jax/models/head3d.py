@@ -154,7 +154,9 @@ class Head3DNet(nn.Module):
     depth, disparity = self.geometry.depth(_flat(subject))
     depth, disparity = depth.reshape(b, k, h, w), disparity.reshape(b, k, h, w)
     pose_s, pose_d = self.poses(subject, driving, batch)
-    pose_d = (batch.get("render_rotation", pose_d[0]), batch.get("render_translation", pose_d[1]))
+    if "view" in batch:   # novel view: the driving head turned further by (yaw, pitch) radians
+      yaw, pitch = batch["view"][:, 0], batch["view"][:, 1]
+      pose_d = (pose_d[0] @ camera.rotation_matrix(yaw, pitch, jnp.zeros_like(yaw)), pose_d[1])
     state = self.canonical_state(subject, depth, batch["subject_intrinsics"], pose_s)
     rendered = self.render_canonical(state, batch["driving_intrinsics"], pose_d, h, w)
     kp = self.warper.keypoints(jnp.concatenate([_flat(subject), driving]), train)
@@ -273,16 +275,18 @@ class Head3D:
 
   def predict(self, params, batch: dict, batch_stats=None) -> dict:
     """A subject batch (``pairs.sample_subjects``' keys) -> prediction, rendered head, depth and
-    poses. ``render_rotation`` / ``render_translation`` [B, ...] override the driving pose."""
+    poses. ``view`` [B, 2] (yaw, pitch in radians) turns the driving head further: a novel view
+    of the canonical head (``R_driving @ Ry(yaw) Rx(pitch)``; the warped frames still follow the
+    driving frame, and the attention sees the turned pose)."""
     return self._forward(params, batch_stats, {k: jnp.asarray(v) for k, v in batch.items()
-                                               if k.startswith(("subject", "driving", "render"))})
+                                               if k.startswith(("subject", "driving", "view"))})
 
   def animate(self, params, subject: dict, driving: dict, *, batch_stats=None, chunk: int = 16,
               progress=None, outputs: tuple[str, ...] = ("prediction",)):
     """Subject frames (``subject``, ``subject_intrinsics``, ... of K frames) driven by each
-    driving frame (``driving``, ``driving_intrinsics``, ... [T, ...]; ``render_rotation`` /
-    ``render_translation`` [T, ...] to override the pose) -> ``prediction`` [T, S, S, 3] (or a
-    dict of the named ``predict`` outputs, each over the T frames)."""
+    driving frame (``driving``, ``driving_intrinsics``, ... [T, ...]; ``view`` [T, 2] for novel
+    views, see ``predict``) -> ``prediction`` [T, S, S, 3] (or a dict of the named ``predict``
+    outputs, each over the T frames)."""
     t = len(driving["driving"])
     out = {name: [] for name in outputs}
     for start in range(0, t, chunk):
