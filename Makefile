@@ -19,9 +19,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m launch.demo --workdir=runs/demo
 
-# The whole suite (what CI runs, ~30 min on 2 CPU cores); `make test-fast` skips slow tests.
+# The whole suite (what CI runs) on TEST_WORKERS processes (pytest-xdist; tests/conftest.py
+# keeps the files that share a trained run on one worker); `make test-fast` skips slow tests.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest -q --durations=25 tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --durations=25 tests
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" tests

@@ -24,6 +24,36 @@ import pytest  # noqa: E402  (after the XLA flags above)
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+# Under pytest-xdist (``make test``: ``-n 2``) each test file runs whole on one worker (its
+# module fixtures are built once), and the files that share a session fixture's trained run go
+# to the same worker, so that the run is trained once.
+_SHARED_RUNS = {"test_launchers.py": "demo_run", "test_lokitalk.py": "demo_run",
+                "test_notebook.py": "demo_run", "test_animate.py": "tpsmm_run",
+                "test_animation.py": "tpsmm_run"}
+
+
+def _scope(nodeid: str) -> str:
+  name = os.path.basename(nodeid.split("::", 1)[0])
+  return _SHARED_RUNS.get(name, name)
+
+
+try:
+  from xdist.scheduler import LoadScopeScheduling  # noqa: E402
+except ImportError:  # without xdist, tests run in one process anyway
+  LoadScopeScheduling = None
+
+if LoadScopeScheduling is not None:
+
+  class _SharedRunScheduling(LoadScopeScheduling):
+    """xdist's loadscope with the scope of a test = its file, or its shared run's group."""
+
+    def _split_scope(self, nodeid: str) -> str:
+      return _scope(nodeid)
+
+  def pytest_xdist_make_scheduler(config, log):
+    return _SharedRunScheduling(config, log)
+
+
 def pytest_sessionfinish(session, exitstatus):
   del session, exitstatus
   if _CACHE:
@@ -94,3 +124,4 @@ def head3d_test_run(tmp_path_factory):
   config.data.data_dir = str(root / "tfds")
   loop.train_and_evaluate(config, str(root / "run"))
   return str(root / "run")
+
