@@ -186,6 +186,24 @@ def perceptual_features(config: ml_collections.ConfigDict) -> losses.PerceptualF
   return features
 
 
+def reconstruction_terms(features: losses.PerceptualFeatures, lc: ml_collections.ConfigDict,
+                         pred: jax.Array, driving: jax.Array, kp_driving: jax.Array,
+                         kp_transformed: jax.Array, transform) -> dict[str, jax.Array]:
+  """The loss terms every keypoint-driven animation model shares (``config.loss`` weights; a
+  zero weight drops its term): the pyramid perceptual loss and plain L1 of the prediction, and
+  the keypoint equivariance under the random ``transform``."""
+  terms = {}
+  if lc.perceptual_weight > 0:
+    terms["perceptual"] = lc.perceptual_weight * losses.multiscale_perceptual_loss(
+        features, pred, driving, tuple(lc.perceptual_scales), tuple(lc.perceptual))
+  if lc.equivariance > 0:
+    terms["equivariance"] = losses.equivariance_loss(kp_driving, kp_transformed, transform,
+                                                     lc.equivariance)
+  if lc.l1 > 0:
+    terms["l1"] = lc.l1 * jnp.mean(jnp.abs(pred - driving))
+  return terms
+
+
 def schedule_value(step: jax.Array, total_steps: int, start: float, end: float,
                    ramp: float, value: float) -> jax.Array:
   """``value`` ramped linearly over ``ramp`` (fraction of ``total_steps``) from ``start`` and
@@ -256,21 +274,14 @@ class AnimationModel:
     out, updates = nn.apply(forward, self.net, mutable=["batch_stats"])(
         {"params": params, "batch_stats": batch_stats}, rngs={"dropout": rng_drop})
     pred = out["prediction"]
-    terms = {}
-    if lc.perceptual_weight > 0:
-      terms["perceptual"] = lc.perceptual_weight * losses.multiscale_perceptual_loss(
-          self.features, pred, driving, tuple(lc.perceptual_scales), tuple(lc.perceptual))
-    if lc.equivariance > 0:
-      terms["equivariance"] = losses.equivariance_loss(
-          out["kp_driving"], out["kp_transformed"], transform, lc.equivariance)
+    terms = reconstruction_terms(self.features, lc, pred, driving, out["kp_driving"],
+                                 out["kp_transformed"], transform)
     if lc.warp > 0:
       terms["warp"] = losses.warp_loss(out["driving_features"], out["warped_encoder_maps"],
                                        lc.warp)
     if lc.bg > 0:
       terms["bg"] = jnp.where(bg_on, losses.background_loss(out["bg"], out["bg_reverse"], lc.bg),
                               0.0)
-    if lc.l1 > 0:
-      terms["l1"] = lc.l1 * jnp.mean(jnp.abs(pred - driving))
     if "memory" in out and out["memory"] and lc.consistency > 0:
       terms["consistency"] = lc.consistency * memory_lib.consistency_loss(
           out["memory"]["features"], out["memory"]["values"])

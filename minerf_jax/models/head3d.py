@@ -209,15 +209,8 @@ class Head3D:
     out, updates = nn.apply(forward, self.net, mutable=["batch_stats"])(
         {"params": params, "batch_stats": batch_stats})
     pred = out["prediction"]
-    terms = {}
-    if lc.perceptual_weight > 0:
-      terms["perceptual"] = lc.perceptual_weight * losses.multiscale_perceptual_loss(
-          self.features, pred, driving, tuple(lc.perceptual_scales), tuple(lc.perceptual))
-    if lc.l1 > 0:
-      terms["l1"] = lc.l1 * jnp.mean(jnp.abs(pred - driving))
-    if lc.equivariance > 0:
-      terms["equivariance"] = losses.equivariance_loss(out["kp_driving"], out["kp_transformed"],
-                                                       transform, lc.equivariance)
+    terms = animation.reconstruction_terms(self.features, lc, pred, driving, out["kp_driving"],
+                                           out["kp_transformed"], transform)
     geo_metrics = {}
     if lc.geometry > 0:
       given = None
