@@ -7,20 +7,24 @@
   sized for accelerators.
 * ``'cpu'``: the same systems narrowed (``model_config('cpu')``) and trained on 64x64 frames:
   what two CPU cores train in tens of minutes (the comparison in the README).
+* ``'synthetic'``: the ``cpu`` models and schedule on the generator's 64x64 heads (4 identities x
+  200 frames): exact truth for the cross-identity pairs in yaw-difference buckets and for novel
+  views (``eval.cross_truth_per_bucket``, ``eval.novel_views``; ``data/pairs.py``), the
+  same-budget comparison of TPSMM, MCNet, MRFA and Head3D (``--suite=head3d_compare``).
 * ``'test'``: tiny models on 32x32 synthetic frames, for CI (L1 loss instead of VGG16's).
 """
 import ml_collections
 
 from configs import common
 
-VARIANTS = ("", "cpu", "test")
+VARIANTS = ("", "cpu", "synthetic", "test")
 
 
 def get_config(system: str, model_config, arg: str | None = None) -> ml_collections.ConfigDict:
   """The config of ``system``; ``model_config(size)`` gives its ``config.model``."""
   arg = arg or ""
   if arg not in VARIANTS:
-    raise ValueError(f"configs/{system}.py: unknown variant {arg!r}; use '', 'cpu' or 'test'")
+    raise ValueError(f"configs/{system}.py: unknown variant {arg!r}; use one of {VARIANTS}")
   config = common.get_config()
   config.total_steps = 100_000
   config.log_every = 100
@@ -28,7 +32,7 @@ def get_config(system: str, model_config, arg: str | None = None) -> ml_collecti
   config.checkpoint.every = 2_000
   config.optimizer.update(lr=2e-4, lr_end=2e-6, schedule="multistep", b1=0.5, b2=0.999)
 
-  config.model = model_config({"": "full", "cpu": "cpu", "test": "test"}[arg])
+  config.model = model_config({"": "full", "cpu": "cpu", "synthetic": "cpu", "test": "test"}[arg])
   config.loss = ml_collections.ConfigDict(dict(
       perceptual_net="vgg16_lpips",      # vgg16_lpips (bundled, offline) | vgg19_npz (reference)
       vgg19_npz="",                      # path to VGG19 weights for 'vgg19_npz' (losses.py)
@@ -58,9 +62,11 @@ def get_config(system: str, model_config, arg: str | None = None) -> ml_collecti
       chunk=16,                          # frames per compiled inference call
       lpips=True,
       landmarks=True,                    # AKD / ARD with MediaPipe landmarks
+      cross_truth_per_bucket=0,          # synthetic: exact-truth cross pairs per yaw bucket
+      novel_views=0,                     # synthetic: frames turned to each of pairs.NOVEL_YAWS
   ))
 
-  if arg == "cpu":  # 2 CPU cores: ~2 s per step (the VGG16 perceptual loss dominates)
+  if arg in ("cpu", "synthetic"):  # 2 CPU cores: ~2 s per step (the VGG16 perceptual loss dominates)
     config.total_steps = 250
     config.log_every = 10
     config.eval_every = 0
@@ -68,6 +74,12 @@ def get_config(system: str, model_config, arg: str | None = None) -> ml_collecti
     config.optimizer.lr = 1e-3
     config.loss.perceptual_scales = (1.0, 0.5, 0.25)   # 64 -> 16 px: VGG's five poolings
     config.data.update(image_size=64, batch_size=8)
+  if arg == "synthetic":
+    config.data = ml_collections.ConfigDict(dict(
+        name="synthetic_talking_heads", data_dir="", resolution=64, image_size=64,
+        num_identities=4, frames_per_identity=200, batch_size=8, seed=0))
+    config.eval.update(max_clip_frames=40, cross_truth_per_bucket=16, novel_views=8,
+                       num_cross_pairs=16)
   elif arg == "test":
     config.total_steps = 4
     config.log_every = 2
@@ -81,5 +93,5 @@ def get_config(system: str, model_config, arg: str | None = None) -> ml_collecti
         name="synthetic_talking_heads", data_dir="", resolution=32, image_size=32,
         num_identities=2, frames_per_identity=10, batch_size=8, seed=0))
     config.eval.update(max_clip_frames=4, max_clips=2, num_cross_pairs=4, chunk=4, lpips=False,
-                       landmarks=False)
+                       landmarks=False, cross_truth_per_bucket=1, novel_views=1)
   return config

@@ -15,14 +15,12 @@ synthetic, for CI. The optimiser, schedule, evaluation and reconstruction/percep
 one-shot systems' (configs/animation.py), so the comparison with TPSMM, MCNet and MRFA is at the
 same budget; Head3D adds the geometry and canonical-head losses.
 """
-import ml_collections
-
 from configs import animation
 from minerf_jax.data import face
 from minerf_jax.data import synthetic
 from minerf_jax.models import head3d
 
-VARIANTS = ("", "cpu", "synthetic", "test")
+VARIANTS = animation.VARIANTS
 
 
 def get_config(arg=None):
@@ -33,14 +31,9 @@ def get_config(arg=None):
   config = animation.get_config(
       "head3d", lambda s: head3d.default_model_config(
           s, face.HEAD_BOX if real else synthetic.HEAD_BOX),
-      {"": "", "cpu": "cpu", "synthetic": "cpu", "test": "test"}[arg])
+      arg)
   config.loss.update(geometry=1.0, canonical=1.0, canonical_mask=1.0)
   if real:
     # Landmark PnP head coordinates are decimetres: heads sit ~6-15 dm from the camera.
     config.model.geometry.update(head_depth=10.0, min_depth=3.0, max_depth=40.0)
-  if arg == "synthetic":
-    config.data = ml_collections.ConfigDict(dict(
-        name="synthetic_talking_heads", data_dir="", resolution=64, image_size=64,
-        num_identities=4, frames_per_identity=200, batch_size=8, seed=0))
-    config.eval.update(lpips=True, landmarks=False, max_clip_frames=50)
   return config

@@ -45,6 +45,13 @@ lokitalk_adapt
   (default 300), after --base_steps of pretraining (default 1000):
   python -m launch.benchmark --suite=lokitalk_adapt --variant=demo \
       --config_overrides='{"data.frames_per_identity": 313}' --out=runs/bench/adapt.json
+head3d_compare
+  Head3D, TPSMM, MCNet and MRFA trained from configs/<model>.py:--variant (synthetic, cpu or
+  test) for --horizon steps each (default 250) in --out_dir/<model>, evaluated with one
+  protocol (``launch/head3d_bench.py``); --models picks some. On synthetic data: the exact-truth
+  cross-identity figures per yaw-difference bucket, novel views, and Head3D's geometry error:
+  python -m launch.benchmark --suite=head3d_compare --variant=synthetic --horizon=250 \
+      --out_dir=runs/bench/h3d --out=runs/bench/h3d.json
 motion_step_time
   Seconds per training iteration of TPSMM, MCNet and MRFA (--variant of their configs, default
   'cpu'), --steps timed steps after the compile.
@@ -70,7 +77,7 @@ _SUITE = flags.DEFINE_enum("suite", "minerf_scaling",
                            ["minerf_scaling", "minerf_fusion", "minerf_personalise",
                             "minerf_throughput", "motion_params", "motion_step_time",
                             "talk_synthetic", "talk_real", "lokitalk_synthetic",
-                            "lokitalk_adapt"],
+                            "lokitalk_adapt", "head3d_compare"],
                            "Benchmark suite.")
 _VARIANT = flags.DEFINE_string("variant", "demo", "configs/minerf.py variant to benchmark.")
 _NUM_IDS = flags.DEFINE_list("num_identities", ["1", "2", "4", "8"], "minerf_scaling: N values.")
@@ -103,7 +110,8 @@ _TALK_FRAMES = flags.DEFINE_integer("talk_frames", 50, "talk_synthetic: frames p
 _SPEECH = flags.DEFINE_string("speech", None, "talk_real: also drive identity 0 with this file.")
 _OUT_DIR = flags.DEFINE_string("out_dir", "runs/bench", "talk_real: where the talk video goes; "
                                "lokitalk_synthetic: where its runs are trained.")
-_LOKI_MODELS = flags.DEFINE_list("models", None, "lokitalk_synthetic: which of lokitalk, "
+_LOKI_MODELS = flags.DEFINE_list("models", None, "head3d_compare: which of tpsmm, mcnet, mrfa, "
+                                 "head3d (default all); lokitalk_synthetic: which of lokitalk, "
                                  "regions_off, cascade_off, transfer_off, minerf (default all); "
                                  "lokitalk_adapt: which of transfer, transfer_all, "
                                  "encoder_off, encoder_off_all, scratch, minerf, minerf_all "
@@ -295,6 +303,18 @@ def suite_lokitalk_adapt() -> dict:
       overrides=_overrides())
 
 
+def suite_head3d_compare() -> dict:
+  from launch import head3d_bench  # pylint: disable=g-import-not-at-top
+  chosen = tuple(_LOKI_MODELS.value or head3d_bench.MODELS)
+  unknown = sorted(set(chosen) - set(head3d_bench.MODELS))
+  if unknown:
+    raise app.UsageError(f"--models={','.join(unknown)}: choose from "
+                         f"{','.join(head3d_bench.MODELS)}")
+  variant = _VARIANT.value if _VARIANT.present else "synthetic"
+  return head3d_bench.suite(_OUT_DIR.value, variant, _horizon(250), chosen,
+                            overrides=_overrides())
+
+
 def main(argv):
   del argv
   results = {"minerf_scaling": suite_scaling,
@@ -306,7 +326,8 @@ def main(argv):
              "talk_synthetic": suite_talk_synthetic,
              "talk_real": suite_talk_real,
              "lokitalk_synthetic": suite_lokitalk_synthetic,
-             "lokitalk_adapt": suite_lokitalk_adapt}[_SUITE.value]()
+             "lokitalk_adapt": suite_lokitalk_adapt,
+             "head3d_compare": suite_head3d_compare}[_SUITE.value]()
   if _OUT.value:
     with open(_OUT.value, "w") as f:
       json.dump(results, f, indent=2)

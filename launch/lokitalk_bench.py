@@ -27,6 +27,7 @@ import time
 
 import numpy as np
 
+from launch import runs
 from launch import talk_eval
 from launch import talking
 from minerf_jax.audio import features as features_lib
@@ -36,25 +37,8 @@ from minerf_jax.metrics import sync
 ABLATIONS = {"regions_off": {"model.regions": "off"},
              "cascade_off": {"model.cascade": "off"},
              "transfer_off": {"model.transfer": "off"}}
+_with = runs.with_overrides
 REGION_MASKS = ("face", "lips", "eyes", "torso_neck")
-
-
-def _train(config, workdir: str) -> float:
-  """Trains (or resumes) a run; its seconds from scratch, kept in ``workdir/bench_seconds.json``
-  so that a reused run reports the training it took, not its reload."""
-  from minerf_jax.train import loop  # pylint: disable=g-import-not-at-top
-  record = os.path.join(workdir, "bench_seconds.json")
-  if os.path.exists(record):
-    with open(record) as f:
-      before = json.load(f)
-    if before.get("steps") == int(config.total_steps):
-      return float(before["seconds"])
-  start = time.time()
-  loop.train_and_evaluate(config, workdir)
-  seconds = time.time() - start
-  with open(record, "w") as f:
-    json.dump({"steps": int(config.total_steps), "seconds": seconds}, f)
-  return seconds
 
 
 def configs(variant: str, steps: int, data_dir: str | None, overrides: dict) -> dict:
@@ -114,7 +98,7 @@ def suite(out_dir: str, variant: str = "demo", steps: int = 500, speakers: int =
   names = tuple(models_ or ("lokitalk", *ABLATIONS, "minerf"))
   seconds = {}
   for name in names + (("audio2exp",) if "minerf" in names else ()):
-    seconds[name] = _train(cfgs[name], os.path.join(out_dir, name))
+    seconds[name] = runs.train_timed(cfgs[name], os.path.join(out_dir, name))
     print(f"lokitalk_synthetic: trained {name} in {seconds[name]:.0f} s", flush=True)
   runs_ = {n: talking.TalkRuns.load(os.path.join(out_dir, n),
                                     os.path.join(out_dir, "audio2exp") if n == "minerf" else None)
@@ -233,12 +217,6 @@ def adapt_configs(variant: str, steps: int, frames: int, base_identities: int,
   return out
 
 
-def _with(config, overrides: dict):
-  c = config.copy_and_resolve_references()
-  c.update_from_flattened_dict(overrides)
-  return c
-
-
 ADAPT_BASE = {"transfer": "base_lokitalk", "transfer_all": "base_lokitalk",
               "encoder_off": "base_encoder_off", "encoder_off_all": "base_encoder_off",
               "minerf": "base_minerf", "minerf_all": "base_minerf", "scratch": None}
@@ -289,7 +267,7 @@ def suite_adapt(variant: str = "demo", base_steps: int = 1000, steps: int = 300,
         f"({100 * target:.0f}% of the pretrained LokiTalk's "
         f"{base_rows['base_lokitalk']['heldout_head_psnr']:.2f} dB on its own identities)",
         flush=True)
-  runs = {}
+  table = {}
   for frames in frame_counts:
     for mode in modes:
       config = cfgs[frames][mode]
@@ -299,7 +277,7 @@ def suite_adapt(variant: str = "demo", base_steps: int = 1000, steps: int = 300,
           label=f"{mode}, {frames} frames")
       seconds = curve.time_to({base_identities: goal})
       reached = np.asarray(curve.psnr[base_identities]) >= goal
-      runs[f"{frames} frames / {mode}"] = {
+      table[f"{frames} frames / {mode}"] = {
           "frames": frames, "mode": mode,
           "steps_to_target": int(curve.steps[int(np.argmax(reached))]) if reached.any() else None,
           "seconds_to_target": seconds,
@@ -312,7 +290,7 @@ def suite_adapt(variant: str = "demo", base_steps: int = 1000, steps: int = 300,
   for name, row in base_rows.items():
     print(f"  {name:17s} pretraining {base_steps} steps {row['seconds']:6.1f} s, held-out head "
           f"PSNR {row['heldout_head_psnr']:.2f} dB on identities 0..{base_identities - 1}")
-  for row in runs.values():
+  for row in table.values():
     to = (f"{row['steps_to_target']:4d} steps {row['seconds_to_target']:6.1f} s"
           if row["steps_to_target"] is not None else "    not reached     ")
     print(f"  {row['frames'] / fps:4.0f} s ({row['frames']:3d} frames) {row['mode']:12s} "

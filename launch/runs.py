@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import ml_collections
 
@@ -29,8 +30,9 @@ def restore(workdir: str, config: ml_collections.ConfigDict | None = None):
 
 
 def batch_stats_kwargs(workdir: str, config: ml_collections.ConfigDict) -> dict:
-  """``{'batch_stats': ...}`` for models with BatchNorm statistics (TPSMM, MCNet, MRFA), else {}."""
-  if models.batch_spec(config) != "pairs":
+  """``{'batch_stats': ...}`` for models with BatchNorm statistics (TPSMM, MCNet, MRFA on
+  'pairs' batches, Head3D on 'subjects'), else {}."""
+  if models.batch_spec(config) not in ("pairs", "subjects"):
     return {}
   return {"batch_stats": checkpoint.load_params(workdir, model_name=config.model.name,
                                                 item="batch_stats")}
@@ -41,3 +43,28 @@ def evaluate(workdir: str, config: ml_collections.ConfigDict | None = None) -> d
   config, model, params = restore(workdir, config)
   return model.evaluate(params, models.build_data(config).eval_data,
                         **batch_stats_kwargs(workdir, config))
+
+
+def with_overrides(config: ml_collections.ConfigDict, overrides: dict) -> ml_collections.ConfigDict:
+  """A resolved copy of ``config`` with dotted ``overrides`` (``{'model.width': 64}``)."""
+  c = config.copy_and_resolve_references()
+  c.update_from_flattened_dict(overrides)
+  return c
+
+
+def train_timed(config: ml_collections.ConfigDict, workdir: str) -> float:
+  """Trains (or resumes) a run; its seconds from scratch, kept in ``workdir/bench_seconds.json``
+  so that a reused run reports the training it took, not its reload."""
+  from minerf_jax.train import loop  # pylint: disable=g-import-not-at-top
+  record = os.path.join(workdir, "bench_seconds.json")
+  if os.path.exists(record):
+    with open(record) as f:
+      before = json.load(f)
+    if before.get("steps") == int(config.total_steps):
+      return float(before["seconds"])
+  start = time.time()
+  loop.train_and_evaluate(config, workdir)
+  seconds = time.time() - start
+  with open(record, "w") as f:
+    json.dump({"steps": int(config.total_steps), "seconds": seconds}, f)
+  return seconds

@@ -142,3 +142,13 @@ def test_head3d_and_one_shot_inputs_are_not_mixed(head3d_test_run, run_dir, subj
                                   f"--driving={driving}", out), "pass --source=IMAGE")
   _assert_one_line_error(_animate(f"--checkpoint={run_dir}", f"--source={SOURCE}",
                                   f"--driving={driving}", out, "--yaw=20"), "novel views")
+
+
+def test_evaluate_restores_a_head3d_runs_batch_statistics(head3d_test_run):
+  """``launch.evaluate``'s path (runs.evaluate): a Head3D run's keypoint BatchNorm statistics
+  come back with its parameters, and every protocol of its synthetic data is reported."""
+  from launch import runs  # pylint: disable=g-import-not-at-top
+  results = runs.evaluate(head3d_test_run)
+  for key in ("recon/psnr", "cross_truth/all/psnr", "novel/all/psnr", "novel_view/all/psnr",
+              "geometry/pose_error_deg"):
+    assert np.isfinite(results[key]), key

@@ -391,13 +391,15 @@ def test_test_config_overfits_one_subject_driving_pair(overfit):
 
 @pytest.mark.slow
 def test_evaluate_reports_image_metrics_and_geometry_errors(head3d_setup, overfit):
-  """Both the image metrics of the reconstruction protocol and the geometry against the
+  """The image metrics of the reconstruction, exact-truth cross-identity and novel-view
+  protocols (driven by the truth, and turned by the view input), and the geometry against the
   generator's truth (depth abs-rel on the face, relative pose error)."""
   config, data, model, _ = head3d_setup
   state = overfit[2]
   results = model.evaluate(state.params, data.eval_data, state.batch_stats)
   for key in ("recon/l1", "recon/psnr", "recon/ssim", "geometry/depth_abs_rel",
-              "geometry/depth_abs_rel_scaled", "geometry/pose_error_deg"):
+              "geometry/depth_abs_rel_scaled", "geometry/pose_error_deg",
+              "cross_truth/all/psnr", "novel/yaw+40/psnr", "novel_view/yaw-40/psnr"):
     assert np.isfinite(results[key]), key
   assert 0.0 <= results["geometry/depth_abs_rel_scaled"] <= results["geometry/depth_abs_rel"] + 1e-6
   assert 0.0 <= results["geometry/pose_error_deg"] < 90.0

@@ -12,6 +12,15 @@ Evaluation follows the two protocols of the papers:
   * cross-identity: a fixed, seeded list of (source frame of identity A, driving frame of
     identity B != A) pairs; no ground truth exists, so only motion metrics (AKD against the
     driving landmarks) apply.
+
+On synthetic data two protocols no peer has use the generator's exact truth (``truth_sets``):
+  * cross-identity with truth: A's source frame driven by B's frame, against the generator's
+    render of A with B's expression and head pose, in buckets of the yaw difference between the
+    source and the driver (``POSE_BUCKETS``: |dyaw| < 10, 10-25, > 25 degrees); the pairs are
+    drawn so that every bucket holds the same number;
+  * novel views: a held-out frame of A with its head turned to a yaw of ``NOVEL_YAWS`` (about its
+    own vertical axis: ``R @ Ry(Y - yaw)``, yaw Y exactly when pitch and roll are 0), against the
+    generator's render of that turned head.
 """
 from __future__ import annotations
 
@@ -39,6 +48,7 @@ class Frames:
   translation: np.ndarray | None = None   # float32 [N, 3]
   face: np.ndarray | None = None          # uint8 [N, S, S] face mask (0/255)
   depth: np.ndarray | None = None         # float32 [N, S, S] (synthetic only)
+  expression: np.ndarray | None = None    # float32 [N, E] (generator's; landmark PCA on real)
 
   def __len__(self) -> int:
     return int(self.rgb.shape[0])
@@ -65,6 +75,7 @@ def load_frames(builder, split: str, image_size: int = 0) -> Frames:
   face = np.stack([np.asarray(records[i]["masks"])[..., 0] > 0 for i in order]).astype(
       np.uint8) * 255
   depth = stack("depth").astype(np.float32) if "depth" in records[0] else None
+  expression = stack("expression").astype(np.float32) if "expression" in records[0] else None
   if 0 < image_size != stored:
     rgb = pipeline.area_downscale(rgb, image_size).round().astype(np.uint8)
     face = pipeline.area_downscale(face, image_size).round().astype(np.uint8)
@@ -76,7 +87,8 @@ def load_frames(builder, split: str, image_size: int = 0) -> Frames:
                 intrinsics=camera.scale_intrinsics(stack("intrinsics").astype(np.float32),
                                                    scale).astype(np.float32),
                 rotation=stack("rotation").astype(np.float32),
-                translation=stack("translation").astype(np.float32), face=face, depth=depth)
+                translation=stack("translation").astype(np.float32), face=face, depth=depth,
+                expression=expression)
 
 
 def clip_members(frames: Frames) -> list[np.ndarray]:
@@ -124,6 +136,103 @@ def cross_identity_pairs(frames: Frames, num_pairs: int, seed: int = 0) -> np.nd
     pairs.append((rng.choice(np.flatnonzero(frames.identity == a)),
                   rng.choice(np.flatnonzero(frames.identity == b))))
   return np.asarray(pairs, np.int64)
+
+
+POSE_BUCKETS = (10.0, 25.0)              # |yaw difference| bucket edges, degrees
+NOVEL_YAWS = (-40.0, -20.0, 0.0, 20.0, 40.0)
+
+
+def bucket_names(edges=POSE_BUCKETS) -> tuple[str, ...]:
+  """``('dyaw<10', 'dyaw10-25', 'dyaw>25')`` for the default edges."""
+  e = [f"{v:g}" for v in edges]
+  return (f"dyaw<{e[0]}",) + tuple(f"dyaw{a}-{b}" for a, b in zip(e, e[1:])) + (f"dyaw>{e[-1]}",)
+
+
+def yaw_degrees(frames: Frames) -> np.ndarray:
+  return camera.euler_degrees(frames.rotation)[:, 0]
+
+
+def cross_truth_pairs(frames: Frames, per_bucket: int, edges=POSE_BUCKETS, seed: int = 0
+                      ) -> tuple[np.ndarray, np.ndarray]:
+  """(int [P, 2] (source A, driver B != A) pairs, int [P] bucket of |yaw_A - yaw_B|):
+  ``per_bucket`` pairs drawn uniformly from every bucket's candidates (with repeats only where a
+  bucket has fewer), so that each bucket is measured on as many pairs; a bucket with no
+  candidate pair is left out."""
+  yaw = yaw_degrees(frames)
+  a, b = np.nonzero(frames.identity[:, None] != frames.identity[None, :])
+  if not len(a):
+    raise ValueError("cross-identity evaluation needs at least two identities")
+  bucket = np.digitize(np.abs(yaw[a] - yaw[b]), edges)
+  rng = np.random.default_rng(seed)
+  idx, which = [], []
+  for k in range(len(edges) + 1):
+    cand = np.flatnonzero(bucket == k)
+    if not len(cand):   # too few held-out frames (tiny test data): the bucket is not reported
+      continue
+    pick = rng.choice(cand, per_bucket, replace=len(cand) < per_bucket)
+    idx.append(np.stack([a[pick], b[pick]], -1))
+    which.append(np.full(per_bucket, k))
+  return np.concatenate(idx).reshape(-1, 2), np.concatenate(which).astype(int)
+
+
+def novel_view_items(frames: Frames, count: int, yaws=NOVEL_YAWS, seed: int = 0
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(frame index [N], yaw turn in degrees [N, V], rotation [N, V, 3, 3]) for ``count`` frames
+  (identities in turn): each frame's head turned about its own vertical axis to yaw ``yaws``."""
+  rng = np.random.default_rng(seed)
+  ids = np.unique(frames.identity)
+  idx = np.array([rng.choice(np.flatnonzero(frames.identity == ids[n % len(ids)]))
+                  for n in range(count)], np.int64)
+  turn = np.asarray(yaws, np.float64)[None] - yaw_degrees(frames)[idx][:, None]
+  zero = np.zeros_like(turn)
+  rotation = frames.rotation[idx][:, None].astype(np.float64) @ camera.rotation_matrix(
+      np.radians(turn), zero, zero)
+  return idx, turn, rotation.astype(np.float32)
+
+
+def truth_sets(frames: Frames, render, per_bucket: int, novel_count: int, seed: int = 0) -> dict:
+  """The exact-truth protocols of the module docstring, as frame indices and truth images.
+
+  ``render(identity, expression, rotation, translation) -> uint8 [S, S, 3]`` is the generator at
+  the frames' size (``synthetic_renderer``). Returns ``{'cross_truth': {'source_index',
+  'driving_index', 'truth' [P, S, S, 3], 'group' [P] (bucket names)}, 'novel': {'source_index'
+  (the clip's first frame), 'frame_index', 'turn' (degrees), 'rotation' (the turned head's),
+  'truth' [N * V, S, S, 3], 'group' ('yaw-40', ...)}}``, each part only when its count is > 0."""
+  out = {}
+  if per_bucket > 0:
+    idx, bucket = cross_truth_pairs(frames, per_bucket, seed=seed)
+    a, b = idx[:, 0], idx[:, 1]
+    truth = np.stack([render(frames.identity[i], frames.expression[j], frames.rotation[j],
+                             frames.translation[j]) for i, j in zip(a, b)])
+    out["cross_truth"] = {"source_index": a, "driving_index": b, "truth": truth,
+                          "group": np.asarray(bucket_names())[bucket]}
+  if novel_count > 0:
+    idx, turn, rotation = novel_view_items(frames, novel_count, seed=seed + 1)
+    first = {int(i): g[0] for g in clip_members(frames) for i in g}
+    v = turn.shape[1]
+    truth = np.stack([render(frames.identity[f], frames.expression[f], rotation[n, j],
+                             frames.translation[f]) for n, f in enumerate(idx) for j in range(v)])
+    out["novel"] = {"source_index": np.repeat([first[int(f)] for f in idx], v),
+                    "frame_index": np.repeat(idx, v), "turn": turn.reshape(-1),
+                    "rotation": rotation.reshape(-1, 3, 3), "truth": truth,
+                    "group": np.tile([f"yaw{y:+g}" for y in NOVEL_YAWS], len(idx))}
+  return out
+
+
+def synthetic_renderer(builder, image_size: int):
+  """``render`` of ``truth_sets``: the generator at ``builder``'s settings, quantised like the
+  dataset and area-downscaled like ``load_frames`` to ``image_size``."""
+  from minerf_jax.data.builders import synthetic_talking_heads as sth  # pylint: disable=g-import-not-at-top
+  meta = builder.info.metadata
+
+  def render(identity, expression, rotation, translation):
+    rgb = sth.to_uint8(sth.ground_truth(meta, int(identity), expression, rotation,
+                                        translation)["rgb"])
+    if rgb.shape[0] != image_size:
+      rgb = pipeline.area_downscale(rgb[None], image_size)[0].round().astype(np.uint8)
+    return rgb
+
+  return render
 
 
 class _SamplePairs:
@@ -202,8 +311,26 @@ class PairData:
   def eval_data(self) -> dict:
     ec = self.config.eval
     frames = load_frames(self.builder, "test", self.image_size)
-    return eval_sets(frames, int(ec.max_clip_frames), int(ec.max_clips),
-                     int(ec.num_cross_pairs), seed=int(self.config.seed))
+    out = eval_sets(frames, int(ec.max_clip_frames), int(ec.max_clips),
+                    int(ec.num_cross_pairs), seed=int(self.config.seed))
+    for name, t in self.truth(frames).items():   # one source frame; novel views: driven by truth
+      drive = frames.rgb[t["driving_index"]] if name == "cross_truth" else t["truth"]
+      out[name] = {"source": frames.rgb[t["source_index"]], "driving": drive,
+                   "truth": t["truth"], "group": t["group"]}
+    return out
+
+  def truth(self, frames: Frames) -> dict:
+    """``truth_sets`` of held-out ``frames`` as ``config.eval.cross_truth_per_bucket`` and
+    ``config.eval.novel_views`` ask (0: none); they need the generator (synthetic data)."""
+    ec = self.config.eval
+    per_bucket, novel = int(ec.get("cross_truth_per_bucket", 0)), int(ec.get("novel_views", 0))
+    if not per_bucket and not novel:
+      return {}
+    if self.builder.name != "synthetic_talking_heads":
+      raise ValueError("config.eval.cross_truth_per_bucket / novel_views need the generator's "
+                       f"truth (synthetic_talking_heads), not {self.builder.name}: set them to 0")
+    return truth_sets(frames, synthetic_renderer(self.builder, self.image_size), per_bucket,
+                      novel, seed=int(self.config.seed))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -264,17 +391,20 @@ def subject_eval_sets(frames: Frames, num_subject: int, max_clip_frames: int = 0
   clips = []
   for g in members[:max_clips] if max_clips > 0 else members:
     drive = g[:max_clip_frames] if max_clip_frames > 0 else g
-    item = {**_frame_fields(frames, subject_indices(g, num_subject), "subject"),
+    subject = subject_indices(g, num_subject)
+    item = {**_frame_fields(frames, subject, "subject"),
             **_frame_fields(frames, drive, "driving"),
             "identity": int(frames.identity[g[0]]), "clip": int(frames.clip[g[0]])}
     if frames.depth is not None:   # the truth, for the geometry's evaluation (not model input)
-      item["true_subject_depth"] = frames.depth[subject_indices(g, num_subject)]
-      item["true_subject_face"] = frames.face[subject_indices(g, num_subject)] > 127
+      item["true_subject_depth"] = frames.depth[subject]
+      item["true_subject_face"] = frames.face[subject] > 127
     clips.append(item)
   out = {"reconstruction": clips}
   if num_cross_pairs > 0 and len(np.unique(frames.identity)) > 1:
     idx = cross_identity_pairs(frames, num_cross_pairs, seed=seed)
-    clip_of = {int(i): g for g in members for i in g}
+    # Every clip (a one-frame clip's subject frames repeat that frame).
+    clip_of = {int(i): g for c in np.unique(frames.clip) for g in [np.flatnonzero(frames.clip == c)]
+               for i in g}
     subjects = np.stack([subject_indices(clip_of[int(a)], num_subject) for a in idx[:, 0]])
     out["cross"] = {**_frame_fields(frames, subjects, "subject"),
                     **_frame_fields(frames, idx[:, 1], "driving")}
@@ -302,5 +432,24 @@ class SubjectData(PairData):
   def eval_data(self) -> dict:
     ec = self.config.eval
     frames = load_frames(self.builder, "test", self.image_size)
-    return subject_eval_sets(frames, int(self.config.model.num_subject), int(ec.max_clip_frames),
-                             int(ec.max_clips), int(ec.num_cross_pairs), seed=int(self.config.seed))
+    k = int(self.config.model.num_subject)
+    out = subject_eval_sets(frames, k, int(ec.max_clip_frames), int(ec.max_clips),
+                            int(ec.num_cross_pairs), seed=int(self.config.seed))
+    clip_of = {int(i): g for g in clip_members(frames) for i in g}
+    # The one-shot models' source frame first, then k - 1 more of its clip.
+    subjects = lambda first: _frame_fields(frames, np.stack([
+        np.concatenate([[a], subject_indices(clip_of[int(a)], k - 1, int(a))]) for a in first]),
+                                           "subject")
+    for name, t in self.truth(frames).items():
+      base = {**subjects(t["source_index"]), "truth": t["truth"], "group": t["group"]}
+      if name == "cross_truth":
+        out[name] = {**base, **_frame_fields(frames, t["driving_index"], "driving")}
+        continue
+      f = t["frame_index"]
+      out["novel"] = {**base, "driving": t["truth"].astype(np.float32) / 255.0,
+                      "driving_intrinsics": frames.intrinsics[f], "driving_rotation": t["rotation"],
+                      "driving_translation": frames.translation[f]}
+      zero = np.zeros_like(t["turn"])
+      out["novel_view"] = {**base, **_frame_fields(frames, f, "driving"),
+                           "view": np.radians(np.stack([t["turn"], zero], -1)).astype(np.float32)}
+    return out

@@ -222,6 +222,18 @@ class LandmarkMetrics:
     (pp, pf), (tp, tf), hw = self._detect_pair(pred, target)
     return self._ard(pp, pf, tp, tf, hw)
 
+  def grouped_motion_metrics(self, pred, target, groups) -> dict[str, dict]:
+    """``motion_metrics`` of each group of frames (``groups`` [N] labels) and of ``'all'``,
+    detecting every image once."""
+    (pp, pf), (tp, tf), hw = self._detect_pair(pred, target)
+    groups = np.asarray(groups)
+    out = {}
+    for name in ["all"] + sorted(set(groups.tolist()), key=groups.tolist().index):
+      m = np.ones(len(groups), bool) if name == "all" else groups == name
+      out[name] = {**self._akd(pp[m], pf[m], tp[m], tf[m]),
+                   **self._ard(pp[m], pf[m], tp[m], tf[m], hw)}
+    return out
+
   def motion_metrics(self, pred, target) -> dict:
     """AKD and ARD together (``akd``, ``akd_missing``, ``ard``, ``ard_missing``), detecting the
     landmarks of each image set once."""

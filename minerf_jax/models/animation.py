@@ -365,13 +365,13 @@ class AnimationModel:
   # -- evaluation ------------------------------------------------------------------------------
 
   def evaluate(self, params, eval_data: dict, batch_stats=None) -> dict[str, float]:
-    """Both protocols (``pairs.py``): reconstruction of each held-out clip from its first frame
-    (L1, PSNR, SSIM, LPIPS over all frames; AKD/ARD if ``eval.landmarks``), and the fixed
-    cross-identity pairs, animated with absolute motion (no ground truth: AKD/ARD against the
-    driving frame's landmarks). ``eval_data``: ``pairs.eval_sets``."""
+    """The protocols of ``pairs.py``: reconstruction of each held-out clip from its first frame,
+    the fixed cross-identity pairs (absolute motion; motion metrics against the driving frame)
+    and, on synthetic data, the exact-truth cross-identity pairs and novel views (absolute
+    motion; the novel views are driven by the truth itself). ``protocol_metrics`` names the
+    figures. ``eval_data``: ``PairData.eval_data``."""
     ec = self.config.eval
     chunk = int(ec.chunk)
-    results: dict[str, float] = {}
     preds, targets = [], []
     for clip in eval_data["reconstruction"]:
       source = clip["source"].astype(np.float32) / 255.0
@@ -379,24 +379,21 @@ class AnimationModel:
       preds.append(self.animate(params, source, driving, relative=False,
                                 batch_stats=batch_stats, chunk=chunk))
       targets.append(driving)
-    pred, target = np.concatenate(preds), np.concatenate(targets)
-    results.update(image_metrics(pred, target, chunk, lpips=bool(ec.lpips)))
+    pairwise = lambda s: self._pairs(params, batch_stats, s["source"], s["driving"], chunk)
     cross = eval_data.get("cross")
-    cross_pred = cross_target = None
-    if cross is not None and len(cross["source"]):
-      cross_pred = np.concatenate([
-          np.asarray(self._cross_chunk(params, batch_stats, cross["source"][i:i + chunk],
-                                       cross["driving"][i:i + chunk], chunk))
-          for i in range(0, len(cross["source"]), chunk)])
-      cross_target = cross["driving"].astype(np.float32) / 255.0
-    if ec.landmarks:
-      from minerf_jax.metrics import landmarks as landmark_metrics  # pylint: disable=g-import-not-at-top
-      with landmark_metrics.LandmarkMetrics() as lm:
-        results.update({f"recon/{k}": v for k, v in lm.motion_metrics(pred, target).items()})
-        if cross_pred is not None:
-          results.update({f"cross/{k}": v
-                          for k, v in lm.motion_metrics(cross_pred, cross_target).items()})
-    return results
+    cross = (pairwise(cross), cross["driving"].astype(np.float32) / 255.0) if cross and len(
+        cross["source"]) else None
+    truths = {name: (pairwise(eval_data[name]), eval_data[name]["truth"].astype(np.float32) / 255.0,
+                     eval_data[name]["group"])
+              for name in ("cross_truth", "novel") if name in eval_data}
+    return protocol_metrics(ec, (np.concatenate(preds), np.concatenate(targets)), cross, truths)
+
+  def _pairs(self, params, batch_stats, source, driving, chunk):
+    """Absolute-motion predictions of uint8 (source, driving) pairs, ``chunk`` at a time."""
+    return np.concatenate([
+        np.asarray(self._cross_chunk(params, batch_stats, source[i:i + chunk],
+                                     driving[i:i + chunk], chunk))
+        for i in range(0, len(source), chunk)])
 
   def _cross_chunk(self, params, batch_stats, source, driving, chunk):
     n = len(source)
@@ -413,14 +410,48 @@ def _per_frame(fn, pred: np.ndarray, target: np.ndarray, chunk: int) -> np.ndarr
   return np.concatenate(out)
 
 
+_SSIM = jax.jit(jax.vmap(metrics.ssim))
+
+
 def image_metrics(pred: np.ndarray, target: np.ndarray, chunk: int = 16,
-                  lpips: bool = True) -> dict[str, float]:
+                  lpips: bool = True, prefix: str = "recon") -> dict[str, float]:
   """Reconstruction metrics over frames ``[N, S, S, 3]`` in [0, 1]: L1 (mean absolute error),
-  PSNR (of the pooled MSE), SSIM and LPIPS (AlexNet; means over frames)."""
-  out = {"recon/l1": float(np.mean(np.abs(pred - target))),
-         "recon/psnr": float(metrics.mse_to_psnr(np.mean((pred - target) ** 2)))}
-  out["recon/ssim"] = float(np.mean(_per_frame(jax.jit(jax.vmap(metrics.ssim)), pred, target,
-                                               chunk)))
+  PSNR (of the pooled MSE), SSIM and LPIPS (AlexNet; means over frames), as ``prefix/name``."""
+  out = {f"{prefix}/l1": float(np.mean(np.abs(pred - target))),
+         f"{prefix}/psnr": float(metrics.mse_to_psnr(np.mean((pred - target) ** 2)))}
+  out[f"{prefix}/ssim"] = float(np.mean(_per_frame(_SSIM, pred, target, chunk)))
   if lpips:
-    out["recon/lpips"] = float(np.mean(_per_frame(losses.lpips_per_image, pred, target, chunk)))
+    out[f"{prefix}/lpips"] = float(np.mean(_per_frame(losses.lpips_per_image, pred, target,
+                                                      chunk)))
   return out
+
+
+def protocol_metrics(ec: ml_collections.ConfigDict, recon: tuple[np.ndarray, np.ndarray],
+                     cross: tuple[np.ndarray, np.ndarray] | None = None,
+                     truths: dict | None = None) -> dict[str, float]:
+  """The figures of every animation model's evaluation (``config.eval``: chunk, lpips,
+  landmarks), from predictions and targets as floats in [0, 1]:
+
+  * ``recon``: (pred, target) frames: ``recon/{l1,psnr,ssim,lpips}`` and, with landmarks,
+    ``recon/{akd,ard}`` (+ ``_missing``, the fraction of frames without a face on either side);
+  * ``cross``: (pred, driving) of the cross-identity pairs: ``cross/{akd,ard}`` (no truth);
+  * ``truths``: ``{name: (pred, truth, group [N])}`` (``pairs.truth_sets``): per group and over
+    ``all``, ``name/group/{l1,psnr,ssim,lpips}`` and with landmarks ``name/group/{akd,ard}``.
+  """
+  chunk, lpips = int(ec.chunk), bool(ec.lpips)
+  results = image_metrics(*recon, chunk, lpips=lpips)
+  for name, (pred, truth, group) in (truths or {}).items():
+    group = np.asarray(group)
+    for g in ["all"] + sorted(set(group.tolist())):
+      m = np.ones(len(group), bool) if g == "all" else group == g
+      results.update(image_metrics(pred[m], truth[m], chunk, lpips=lpips, prefix=f"{name}/{g}"))
+  if ec.landmarks:
+    from minerf_jax.metrics import landmarks as landmark_metrics  # pylint: disable=g-import-not-at-top
+    with landmark_metrics.LandmarkMetrics() as lm:
+      results.update({f"recon/{k}": v for k, v in lm.motion_metrics(*recon).items()})
+      if cross is not None:
+        results.update({f"cross/{k}": v for k, v in lm.motion_metrics(*cross).items()})
+      for name, (pred, truth, group) in (truths or {}).items():
+        for g, values in lm.grouped_motion_metrics(pred, truth, group).items():
+          results.update({f"{name}/{g}/{k}": v for k, v in values.items()})
+  return results

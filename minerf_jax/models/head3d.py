@@ -296,12 +296,27 @@ class Head3D:
            for name, parts in out.items()}
     return out["prediction"] if outputs == ("prediction",) else out
 
+  def _items(self, params, batch_stats, items: dict, chunk: int) -> np.ndarray:
+    """Predictions of N independent items (``subject*`` [N, K, ...], ``driving*`` [N, ...],
+    optional ``view``), ``chunk`` at a time (the last chunk padded: one compiled shape)."""
+    keys = [k for k in items if k.startswith(("subject", "driving", "view"))]
+    n = len(items["driving"])
+    return np.concatenate([
+        np.asarray(self.predict(params, {k: animation._pad_to(np.asarray(items[k][i:i + chunk]),  # pylint: disable=protected-access
+                                                              chunk) for k in keys},
+                                batch_stats)["prediction"])[:min(chunk, n - i)]
+        for i in range(0, n, chunk)])
+
   def evaluate(self, params, eval_data: dict, batch_stats=None) -> dict[str, float]:
-    """Reconstruction of each held-out clip from its subject frames (L1, PSNR, SSIM, LPIPS) and,
-    on synthetic data, the geometry against the generator's truth: ``depth_abs_rel`` of the
-    subject frames' depth on their face pixels (and ``depth_abs_rel_scaled``, after the median
-    scaling of monocular depth evaluation), and ``pose_error_deg``, the rotation error of the
-    relative pose subject frame 0 -> each driving frame."""
+    """The animation models' protocols (``animation.protocol_metrics``) with subject frames:
+    reconstruction of each held-out clip, the cross-identity pairs (motion metrics against the
+    driver) and, on synthetic data, the exact-truth cross-identity pairs, the novel views driven
+    by the truth (``novel``) and the pose-controlled novel views (``novel_view``: A's own frame
+    with the head turned by the model's ``view`` input). On synthetic data also the geometry
+    against the generator's truth: ``depth_abs_rel`` of the subject frames' depth on their face
+    pixels (and ``depth_abs_rel_scaled``, after the median scaling of monocular depth
+    evaluation), and ``pose_error_deg``, the rotation error of the relative pose subject frame
+    0 -> each driving frame."""
     ec = self.config.eval
     chunk = int(ec.chunk)
     preds, targets, abs_rel, abs_rel_scaled, rot_err = [], [], [], [], []
@@ -322,8 +337,13 @@ class Head3D:
         pred_rel = r_d @ np.swapaxes(r_s[:, 0], -1, -2)
         true_rel = clip["driving_rotation"] @ clip["subject_rotation"][0].T
         rot_err.append(camera.rotation_angle_degrees(pred_rel, true_rel))
-    results = animation.image_metrics(np.concatenate(preds), np.concatenate(targets), chunk,
-                                      lpips=bool(ec.lpips))
+    cross = eval_data.get("cross")
+    cross = (self._items(params, batch_stats, cross, chunk), cross["driving"]) if cross else None
+    truths = {name: (self._items(params, batch_stats, eval_data[name], chunk),
+                     eval_data[name]["truth"].astype(np.float32) / 255.0, eval_data[name]["group"])
+              for name in ("cross_truth", "novel", "novel_view") if name in eval_data}
+    results = animation.protocol_metrics(ec, (np.concatenate(preds), np.concatenate(targets)),
+                                         cross, truths)
     if abs_rel:
       results.update({"geometry/depth_abs_rel": float(np.mean(abs_rel)),
                       "geometry/depth_abs_rel_scaled": float(np.mean(abs_rel_scaled)),
