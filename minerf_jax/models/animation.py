@@ -276,12 +276,15 @@ class AnimationModel:
     pred = out["prediction"]
     terms = reconstruction_terms(self.features, lc, pred, driving, out["kp_driving"],
                                  out["kp_transformed"], transform)
+    l1 = terms.pop("l1", None)   # summed after warp and bg, as before the terms were shared
     if lc.warp > 0:
       terms["warp"] = losses.warp_loss(out["driving_features"], out["warped_encoder_maps"],
                                        lc.warp)
     if lc.bg > 0:
       terms["bg"] = jnp.where(bg_on, losses.background_loss(out["bg"], out["bg_reverse"], lc.bg),
                               0.0)
+    if l1 is not None:
+      terms["l1"] = l1
     if "memory" in out and out["memory"] and lc.consistency > 0:
       terms["consistency"] = lc.consistency * memory_lib.consistency_loss(
           out["memory"]["features"], out["memory"]["values"])
