@@ -390,6 +390,24 @@ def test_test_config_overfits_one_subject_driving_pair(overfit):
 
 
 @pytest.mark.slow
+def test_animate_encodes_the_subject_once_and_matches_the_full_forward(head3d_setup, overfit):
+  """``animate`` runs the subject side once and drives every chunk with it: the same frames as
+  the whole forward pass of each (subject, driving) item, novel-view turn included."""
+  _, data, model, _ = head3d_setup
+  state = overfit[2]
+  batch = data.train_batch(2)
+  subject = {k: v[0] for k, v in batch.items() if k.startswith("subject")}
+  driving = {k: v[:4] for k, v in batch.items() if k.startswith("driving")}
+  driving["view"] = np.tile(np.float32([[0.4, -0.1]]), (4, 1))
+  items = {**{k: np.repeat(v[None], 4, 0) for k, v in subject.items()}, **driving}
+  full = model.predict(state.params, items, state.batch_stats)
+  out = model.animate(state.params, subject, driving, batch_stats=state.batch_stats, chunk=4,
+                      outputs=("prediction", "rendered_rgb"))
+  np.testing.assert_allclose(out["prediction"], full["prediction"], atol=1e-5)
+  np.testing.assert_allclose(out["rendered_rgb"], full["rendered_rgb"], atol=1e-5)
+
+
+@pytest.mark.slow
 def test_evaluate_reports_image_metrics_and_geometry_errors(head3d_setup, overfit):
   """The image metrics of the reconstruction, exact-truth cross-identity and novel-view
   protocols (driven by the truth, and turned by the view input), and the geometry against the

@@ -213,12 +213,19 @@ class CanonicalHead(nn.Module):
     return {"rgb": out["rgb"], "acc": out["acc"], "depth": out["depth"],
             "features": out["aux"]}
 
-  def __call__(self, frames: jax.Array, depths: jax.Array, k: jax.Array, poses: camera.Pose,
-               k_render: jax.Array, pose_render: camera.Pose) -> dict:
-    """Folds subject frames [B, K, H, W, 3] in order, then renders at ``pose_render``."""
+  def fold_all(self, frames: jax.Array, depths: jax.Array, k: jax.Array, poses: camera.Pose
+               ) -> dict:
+    """The state after folding subject frames [B, K, H, W, 3] (depths [B, K, H, W], ``k``
+    [B, K, 3, 3], poses [B, K, ...]) one after another into an empty state."""
     state = self.init_state(frames.shape[0])
     for i in range(frames.shape[1]):
       state = self.fold(state, frames[:, i], depths[:, i], k[:, i],
                         (poses[0][:, i], poses[1][:, i]))
+    return state
+
+  def __call__(self, frames: jax.Array, depths: jax.Array, k: jax.Array, poses: camera.Pose,
+               k_render: jax.Array, pose_render: camera.Pose) -> dict:
+    """Folds subject frames [B, K, H, W, 3] in order, then renders at ``pose_render``."""
+    state = self.fold_all(frames, depths, k, poses)
     h, w = frames.shape[2:4]
     return self.render(state, k_render, pose_render, h, w)

@@ -85,51 +85,63 @@ class Head3DNet(nn.Module):
     self.fusions = [fuse.AttentionFusion(width(i), mc.fusion, name=f"fusion{i}")
                     for i in range(levels)]
 
-  # -- geometry ------------------------------------------------------------------------------
+  # -- the subject side: what the subject frames alone determine --------------------------------
 
-  def poses(self, subject: jax.Array, driving: jax.Array, given: dict | None
-            ) -> tuple[camera.Pose, camera.Pose]:
-    """Head poses of the subject frames [B, K] and of the driving frame [B]."""
+  def encode_subject(self, batch: dict, train: bool = False, driving: jax.Array | None = None
+                     ) -> dict:
+    """The subject frames' images, depth and disparity, head poses, canonical state, keypoints
+    and encoder maps, every array with the batch axis first ([B, K, ...]; the state [B, ...]).
+
+    With ``driving`` (the forward pass of training and ``predict``) the pose and keypoint
+    networks take the subject and driving frames as one batch (one set of BatchNorm statistics
+    in training) and the driving frame's pose and keypoints come back as ``pose_driving`` and
+    ``kp_driving``; without it (``Head3D.animate``) the result drives any number of frames."""
+    subject = batch["subject"]
+    b, k, h, w = subject.shape[:4]
+    flat = _flat(subject)
+    depth, disparity = self.geometry.depth(flat)
+    out = {"subject": subject, "depth": depth.reshape(b, k, h, w),
+           "disparity": disparity.reshape(b, k, h, w)}
+    gc = self.config.geometry
+    both = flat if driving is None else jnp.concatenate([flat, driving])
+    if gc.pose_source == "landmarks":
+      out["pose_subject"] = (batch["subject_rotation"], batch["subject_translation"])
+    elif gc.pose_net == "absolute":
+      r, t = self.geometry.head_pose(both)
+      out["pose_subject"] = (r[:b * k].reshape(b, k, 3, 3), t[:b * k].reshape(b, k, 3))
+      if driving is not None:
+        out["pose_driving"] = (r[b * k:], t[b * k:])
+    else:   # pairwise: relative to the first subject frame, which sits at the prior pose
+      rel = self.geometry.relative_pose(jnp.repeat(subject[:, :1], k, 1).reshape(flat.shape),
+                                        flat)
+      r, t = camera.compose(rel, tuple(jnp.repeat(p, k, 0) for p in self._prior(b)))
+      out["pose_subject"] = (r.reshape(b, k, 3, 3), t.reshape(b, k, 3))
+    out["state"] = self.canonical.fold_all(subject, out["depth"], batch["subject_intrinsics"],
+                                           out["pose_subject"])
+    kp = self.warper.keypoints(both, train)
+    out["kp_subject"] = kp[:b * k].reshape((b, k) + kp.shape[1:])
+    if driving is not None:
+      out["kp_driving"] = kp[b * k:]
+    out["maps"] = [m.reshape((b, k) + m.shape[1:]) for m in self.warper.generator.encode(flat)]
+    return out
+
+  def _prior(self, b: int) -> camera.Pose:
+    return (jnp.broadcast_to(jnp.eye(3), (b, 3, 3)),
+            jnp.broadcast_to(jnp.asarray([0.0, 0.0, self.config.geometry.head_depth]), (b, 3)))
+
+  def driving_pose(self, subject: dict, batch: dict) -> camera.Pose:
+    """The driving frame's head pose [B] (``encode_subject`` gives it when it saw the frame)."""
+    if "pose_driving" in subject:
+      return subject["pose_driving"]
     if self.config.geometry.pose_source == "landmarks":
-      return ((given["subject_rotation"], given["subject_translation"]),
-              (given["driving_rotation"], given["driving_translation"]))
-    b, k = subject.shape[:2]
+      return batch["driving_rotation"], batch["driving_translation"]
+    driving = batch["driving"]
     if self.config.geometry.pose_net == "absolute":
-      r, t = self.geometry.head_pose(jnp.concatenate([_flat(subject), driving]))
-      return ((r[:b * k].reshape(b, k, 3, 3), t[:b * k].reshape(b, k, 3)), (r[b * k:], t[b * k:]))
-    # Pairwise: relative to the first subject frame, which sits at the prior pose.
-    first = jnp.repeat(subject[:, :1], k, 1)
-    prior = (jnp.broadcast_to(jnp.eye(3), (b, 3, 3)),
-             jnp.broadcast_to(jnp.asarray([0.0, 0.0, self.config.geometry.head_depth]), (b, 3)))
-    rel = self.geometry.relative_pose(_flat(first), _flat(subject))
-    rep = lambda p: jnp.repeat(p, k, 0)
-    r, t = camera.compose(rel, (rep(prior[0]), rep(prior[1])))
-    rel_d = self.geometry.relative_pose(subject[:, 0], driving)
-    return (r.reshape(b, k, 3, 3), t.reshape(b, k, 3)), camera.compose(rel_d, prior)
+      return self.geometry.head_pose(driving)
+    rel = self.geometry.relative_pose(subject["subject"][:, 0], driving)
+    return camera.compose(rel, self._prior(driving.shape[0]))
 
-  # -- the whole forward pass ----------------------------------------------------------------
-
-  def canonical_state(self, subject, depth, k_subject, pose_subject) -> dict:
-    state = self.canonical.init_state(subject.shape[0])
-    for i in range(subject.shape[1]):
-      state = self.canonical.fold(state, subject[:, i], depth[:, i], k_subject[:, i],
-                                  (pose_subject[0][:, i], pose_subject[1][:, i]))
-    return state
-
-  def render_canonical(self, state: dict, k: jax.Array, pose: camera.Pose, height: int,
-                       width: int) -> dict:
-    return self.canonical.render(state, k, pose, height, width)
-
-  def warped_maps(self, subject: jax.Array, kp_subject: jax.Array, kp_driving: jax.Array
-                  ) -> tuple[list[jax.Array], dict]:
-    """Every subject frame's encoder maps warped to the driving frame: a coarse-to-fine list of
-    [B, K, h, w, C], and the dense motion (flattened over B*K)."""
-    b, k = subject.shape[:2]
-    src = _flat(subject)
-    motion = self.warper.dense_motion(src, kp_subject, jnp.repeat(kp_driving, k, 0), None)
-    maps = self.warper.generator.encode(src)
-    warped = generator_lib.warp_features(maps, motion["deformation"], motion["occlusion_map"])
-    return [w.reshape((b, k) + w.shape[1:]) for w in warped], motion
+  # -- the driving side ----------------------------------------------------------------------
 
   def decode(self, rendered: dict, warped: list[jax.Array], pose_angle: jax.Array
              ) -> tuple[jax.Array, list[jax.Array]]:
@@ -148,26 +160,38 @@ class Head3DNet(nn.Module):
     pred = self.warper.generator.decode(fused, jnp.zeros(head.shape[:3] + (3,), head.dtype), zeros)
     return pred, attention
 
-  def __call__(self, batch: dict, train: bool = False) -> dict:
-    subject, driving = batch["subject"], batch["driving"]
-    b, k, h, w = subject.shape[:4]
-    depth, disparity = self.geometry.depth(_flat(subject))
-    depth, disparity = depth.reshape(b, k, h, w), disparity.reshape(b, k, h, w)
-    pose_s, pose_d = self.poses(subject, driving, batch)
-    if "view" in batch:   # novel view: the driving head turned further by (yaw, pitch) radians
+  def drive(self, batch: dict, subject: dict, train: bool = False) -> dict:
+    """The driving frames of ``batch`` from ``encode_subject``'s ``subject`` (same batch size):
+    the canonical head rendered at the driving pose (turned further by ``batch['view']``, [B, 2]
+    yaw and pitch in radians, for novel views), every subject frame's encoder maps warped to the
+    driving frame (TPSMM's dense motion, absolute keypoints, no background affine), fused and
+    decoded."""
+    driving = batch["driving"]
+    b, h, w = driving.shape[:3]
+    k = subject["depth"].shape[1]
+    pose_s = subject["pose_subject"]
+    pose_d = self.driving_pose(subject, batch)
+    if "view" in batch:
       yaw, pitch = batch["view"][:, 0], batch["view"][:, 1]
       pose_d = (pose_d[0] @ camera.rotation_matrix(yaw, pitch, jnp.zeros_like(yaw)), pose_d[1])
-    state = self.canonical_state(subject, depth, batch["subject_intrinsics"], pose_s)
-    rendered = self.render_canonical(state, batch["driving_intrinsics"], pose_d, h, w)
-    kp = self.warper.keypoints(jnp.concatenate([_flat(subject), driving]), train)
-    kp_s, kp_d = kp[:b * k], kp[b * k:]
-    warped, _ = self.warped_maps(subject, kp_s, kp_d)
+    rendered = self.canonical.render(subject["state"], batch["driving_intrinsics"], pose_d, h, w)
+    kp_d = subject["kp_driving"] if "kp_driving" in subject else self.warper.keypoints(driving,
+                                                                                       train)
+    motion = self.warper.dense_motion(_flat(subject["subject"]), _flat(subject["kp_subject"]),
+                                      jnp.repeat(kp_d, k, 0), None)
+    warped = generator_lib.warp_features([_flat(m) for m in subject["maps"]],
+                                         motion["deformation"], motion["occlusion_map"])
     angle = jax.lax.stop_gradient(camera.rotation_angle_degrees(
         pose_s[0], jnp.repeat(pose_d[0][:, None], k, 1)))
-    pred, attention = self.decode(rendered, warped, angle)
+    pred, attention = self.decode(rendered, [x.reshape((b, k) + x.shape[1:]) for x in warped],
+                                  angle)
     return {"prediction": pred, "rendered": rendered, "attention": attention,
-            "subject_depth": depth, "subject_disparity": disparity, "pose_subject": pose_s,
-            "pose_driving": pose_d, "kp_driving": kp_d, "pose_angle": angle}
+            "subject_depth": subject["depth"], "subject_disparity": subject["disparity"],
+            "pose_subject": pose_s, "pose_driving": pose_d, "kp_driving": kp_d,
+            "pose_angle": angle}
+
+  def __call__(self, batch: dict, train: bool = False) -> dict:
+    return self.drive(batch, self.encode_subject(batch, train, batch["driving"]), train)
 
 
 class Head3D:
@@ -181,6 +205,8 @@ class Head3D:
     self.geometry = geometry_lib.Geometry(config.model.geometry)   # params: params['geometry']
     self.features = animation.perceptual_features(config)
     self._forward = jax.jit(self._forward_fn)
+    self._encode = jax.jit(self._encode_fn)
+    self._drive = jax.jit(self._drive_fn)
 
   # -- init / training ---------------------------------------------------------------------------
 
@@ -260,11 +286,25 @@ class Head3D:
       raise ValueError(f"model {self.name!r} needs its BatchNorm statistics (batch_stats)")
     return {"params": params, "batch_stats": batch_stats}
 
-  def _forward_fn(self, params, batch_stats, batch):
-    out = self.net.apply(self._variables(params, batch_stats), batch)
+  @staticmethod
+  def _outputs(out: dict) -> dict:
     return {"prediction": out["prediction"], "rendered_rgb": out["rendered"]["rgb"],
             "rendered_acc": out["rendered"]["acc"], "subject_depth": out["subject_depth"],
             "pose_subject": out["pose_subject"], "pose_driving": out["pose_driving"]}
+
+  def _forward_fn(self, params, batch_stats, batch):
+    return self._outputs(self.net.apply(self._variables(params, batch_stats), batch))
+
+  def _encode_fn(self, params, batch_stats, subject):
+    return self.net.apply(self._variables(params, batch_stats), subject,
+                          method=Head3DNet.encode_subject)
+
+  def _drive_fn(self, params, batch_stats, batch, subject):
+    """``subject``: one subject's ``encode_subject`` (batch 1), broadcast over the batch."""
+    n = batch["driving"].shape[0]
+    subject = jax.tree.map(lambda x: jnp.broadcast_to(x, (n,) + x.shape[1:]), subject)
+    return self._outputs(self.net.apply(self._variables(params, batch_stats), batch, subject,
+                                        method=Head3DNet.drive))
 
   def predict(self, params, batch: dict, batch_stats=None) -> dict:
     """A subject batch (``pairs.sample_subjects``' keys) -> prediction, rendered head, depth and
@@ -279,15 +319,17 @@ class Head3D:
     """Subject frames (``subject``, ``subject_intrinsics``, ... of K frames) driven by each
     driving frame (``driving``, ``driving_intrinsics``, ... [T, ...]; ``view`` [T, 2] for novel
     views, see ``predict``) -> ``prediction`` [T, S, S, 3] (or a dict of the named ``predict``
-    outputs, each over the T frames)."""
+    outputs, each over the T frames). The subject side (depth, poses, canonical head, keypoints,
+    encoder maps) is computed once and drives every chunk."""
+    encoded = self._encode(params, batch_stats,
+                           {k: jnp.asarray(v)[None] for k, v in subject.items()})
     t = len(driving["driving"])
     out = {name: [] for name in outputs}
     for start in range(0, t, chunk):
       n = min(chunk, t - start)
-      piece = {k: animation._pad_to(np.asarray(v[start:start + n]), chunk)  # pylint: disable=protected-access
+      piece = {k: jnp.asarray(animation._pad_to(np.asarray(v[start:start + n]), chunk))  # pylint: disable=protected-access
                for k, v in driving.items()}
-      piece.update({k: np.repeat(np.asarray(v)[None], chunk, 0) for k, v in subject.items()})
-      result = jax.device_get(self.predict(params, piece, batch_stats))
+      result = jax.device_get(self._drive(params, batch_stats, piece, encoded))
       for name in outputs:
         out[name].append(jax.tree.map(lambda x: np.asarray(x)[:n], result[name]))
       if progress is not None:
