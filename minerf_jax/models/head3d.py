@@ -87,15 +87,17 @@ class Head3DNet(nn.Module):
 
   # -- the subject side: what the subject frames alone determine --------------------------------
 
-  def encode_subject(self, batch: dict, train: bool = False, driving: jax.Array | None = None
-                     ) -> dict:
+  def encode_subject(self, batch: dict, train: bool = False, driving: jax.Array | None = None,
+                     transformed: jax.Array | None = None) -> dict:
     """The subject frames' images, depth and disparity, head poses, canonical state, keypoints
     and encoder maps, every array with the batch axis first ([B, K, ...]; the state [B, ...]).
 
     With ``driving`` (the forward pass of training and ``predict``) the pose and keypoint
     networks take the subject and driving frames as one batch (one set of BatchNorm statistics
     in training) and the driving frame's pose and keypoints come back as ``pose_driving`` and
-    ``kp_driving``; without it (``Head3D.animate``) the result drives any number of frames."""
+    ``kp_driving``; without it (``Head3D.animate``) the result drives any number of frames.
+    ``transformed`` (training: the equivariance loss's warped driving frames) joins the keypoint
+    batch too, so that one step updates the BatchNorm statistics once (``kp_transformed``)."""
     subject = batch["subject"]
     b, k, h, w = subject.shape[:4]
     flat = _flat(subject)
@@ -118,10 +120,13 @@ class Head3DNet(nn.Module):
       out["pose_subject"] = (r.reshape(b, k, 3, 3), t.reshape(b, k, 3))
     out["state"] = self.canonical.fold_all(subject, out["depth"], batch["subject_intrinsics"],
                                            out["pose_subject"])
-    kp = self.warper.keypoints(both, train)
+    kp = self.warper.keypoints(both if transformed is None else jnp.concatenate(
+        [both, transformed]), train)
     out["kp_subject"] = kp[:b * k].reshape((b, k) + kp.shape[1:])
     if driving is not None:
-      out["kp_driving"] = kp[b * k:]
+      out["kp_driving"] = kp[b * k:b * k + len(driving)]
+    if transformed is not None:
+      out["kp_transformed"] = kp[len(both):]
     out["maps"] = [m.reshape((b, k) + m.shape[1:]) for m in self.warper.generator.encode(flat)]
     return out
 
@@ -190,8 +195,15 @@ class Head3DNet(nn.Module):
             "pose_subject": pose_s, "pose_driving": pose_d, "kp_driving": kp_d,
             "pose_angle": angle}
 
-  def __call__(self, batch: dict, train: bool = False) -> dict:
-    return self.drive(batch, self.encode_subject(batch, train, batch["driving"]), train)
+  def __call__(self, batch: dict, train: bool = False, transformed: jax.Array | None = None
+               ) -> dict:
+    """The whole forward pass (``drive`` of ``encode_subject``); with ``transformed`` also its
+    keypoints (``kp_transformed``)."""
+    subject = self.encode_subject(batch, train, batch["driving"], transformed)
+    out = self.drive(batch, subject, train)
+    if transformed is not None:
+      out["kp_transformed"] = subject["kp_transformed"]
+    return out
 
 
 class Head3D:
@@ -227,13 +239,8 @@ class Head3D:
     driving = batch["driving"]
     transformed, transform = losses.random_transform_frame(rng, driving)
 
-    def forward(net):
-      out = net(batch, train=True)
-      out["kp_transformed"] = net.warper.keypoints(transformed, train=True)
-      return out
-
-    out, updates = nn.apply(forward, self.net, mutable=["batch_stats"])(
-        {"params": params, "batch_stats": batch_stats})
+    out, updates = self.net.apply({"params": params, "batch_stats": batch_stats}, batch,
+                                  train=True, transformed=transformed, mutable=["batch_stats"])
     pred = out["prediction"]
     terms = animation.reconstruction_terms(self.features, lc, pred, driving, out["kp_driving"],
                                            out["kp_transformed"], transform)
