@@ -152,3 +152,26 @@ def test_evaluate_restores_a_head3d_runs_batch_statistics(head3d_test_run):
   for key in ("recon/psnr", "cross_truth/all/psnr", "novel/all/psnr", "novel_view/all/psnr",
               "geometry/pose_error_deg"):
     assert np.isfinite(results[key]), key
+
+
+def test_render_canonical_head_of_a_head3d_run(head3d_test_run, run_dir, tmp_path):
+  """``launch.render --mode=canonical``: the PNG strip [K subject frames | frontal renders after
+  1..K frames | generator's truth], the orbit mp4 [render | truth] and a face PSNR per number of
+  folded frames; a one-shot run is a one-line error."""
+  render = lambda *args: subprocess.run([sys.executable, "-m", "launch.render", *args], cwd=REPO,
+                                        capture_output=True, text=True, timeout=600)
+  proc = render(f"--workdir={head3d_test_run}", "--mode=canonical", f"--out_dir={tmp_path}",
+                "--orbit_frames=4", "--scale=2")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  psnr = {line.split(":")[0]: float(line.split()[1]) for line in proc.stdout.splitlines()
+          if line.startswith("psnr_k")}
+  assert set(psnr) == {"psnr_k1", "psnr_k2"} and all(np.isfinite(list(psnr.values())))
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  strip = np.asarray(Image.open(tmp_path / "canonical_clip0.png"))
+  assert strip.shape == (64, 64 * 5, 3)        # 32 px x2: 2 subject, 2 renders, 1 truth
+  orbit = video.read_video(str(tmp_path / "canonical_orbit_clip0.mp4"), with_audio=False)
+  assert orbit.frames.shape == (4, 64, 128, 3)
+  _assert_one_line_error(render(f"--workdir={run_dir}", "--mode=canonical",
+                                f"--out_dir={tmp_path}"), "run of 'tpsmm'")
+  _assert_one_line_error(render(f"--workdir={head3d_test_run}", "--mode=orbit",
+                                f"--out_dir={tmp_path}"), "--mode=canonical")

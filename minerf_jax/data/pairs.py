@@ -398,6 +398,7 @@ def subject_eval_sets(frames: Frames, num_subject: int, max_clip_frames: int = 0
     if frames.depth is not None:   # the truth, for the geometry's evaluation (not model input)
       item["true_subject_depth"] = frames.depth[subject]
       item["true_subject_face"] = frames.face[subject] > 127
+      item["true_subject_expression"] = frames.expression[subject]
     clips.append(item)
   out = {"reconstruction": clips}
   if num_cross_pairs > 0 and len(np.unique(frames.identity)) > 1:

@@ -166,3 +166,28 @@ def read_audio(path: str, sample_rate: int = 16000) -> np.ndarray | None:
     for out in resampler.resample(None):
       chunks.append(out.to_ndarray().mean(0))
   return np.concatenate(chunks).astype(np.float32) if chunks else None
+
+
+def write_png(path: str, image: np.ndarray) -> str:
+  """Writes an [H, W, 3] image (float in [0, 1] or uint8) as an 8-bit RGB PNG (stdlib zlib; no
+  image library needed), atomically."""
+  import struct  # pylint: disable=g-import-not-at-top
+  import zlib  # pylint: disable=g-import-not-at-top
+  rgb = np.asarray(image)
+  if rgb.dtype != np.uint8:
+    rgb = np.round(np.clip(rgb, 0.0, 1.0) * 255.0).astype(np.uint8)
+  if rgb.ndim != 3 or rgb.shape[2] != 3:
+    raise ValueError(f"write_png({path!r}): want an [H, W, 3] image, got {rgb.shape}")
+  h, w = rgb.shape[:2]
+  chunk = lambda kind, data: (struct.pack(">I", len(data)) + kind + data
+                              + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+  rows = b"".join(b"\x00" + rgb[y].tobytes() for y in range(h))   # filter type 0 per row
+  data = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+          + chunk(b"IDAT", zlib.compress(rows, 6)) + chunk(b"IEND", b""))
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = path + ".tmp"
+  with open(tmp, "wb") as f:
+    f.write(data)
+  os.replace(tmp, path)
+  return path
+

@@ -29,7 +29,8 @@ TPSMM's, or L1), keypoint equivariance, the self-supervised geometry loss with t
 target and the subject frames as sources, and the canonical head's own photometric loss on the
 driving frame's face mask plus its opacity against that mask (``loss.canonical``,
 ``loss.canonical_mask``). Inference: ``animate`` (subject frames + driving frames; pose overrides
-for novel views), ``render_canonical`` (the canonical head at a head pose).
+for novel views), ``render_canonical`` (the canonical head at any head pose; ``frontal_pose``
+gives the canonical frame's front view; ``launch.render --mode=canonical``).
 """
 from __future__ import annotations
 
@@ -219,6 +220,7 @@ class Head3D:
     self._forward = jax.jit(self._forward_fn)
     self._encode = jax.jit(self._encode_fn)
     self._drive = jax.jit(self._drive_fn)
+    self._render_canonical = jax.jit(self._render_canonical_fn, static_argnames=("size",))
 
   # -- init / training ---------------------------------------------------------------------------
 
@@ -344,6 +346,39 @@ class Head3D:
     out = {name: jax.tree.map(lambda *xs: np.concatenate(xs), *parts)
            for name, parts in out.items()}
     return out["prediction"] if outputs == ("prediction",) else out
+
+  def _render_canonical_fn(self, params, batch_stats, subject, k, pose, size):
+    def run(net):
+      state = net.encode_subject(subject)["state"]
+      n = pose[0].shape[0]
+      state = jax.tree.map(lambda x: jnp.broadcast_to(x, (n,) + x.shape[1:]), state)
+      out = net.canonical.render(state, jnp.broadcast_to(k, (n, 3, 3)), pose, size, size)
+      return {"rgb": out["rgb"], "acc": out["acc"]}
+    return nn.apply(run, self.net)(self._variables(params, batch_stats))
+
+  def frontal_pose(self, yaw_degrees=0.0, pitch_degrees=0.0) -> camera.Pose:
+    """Head pose(s) of the canonical frame seen from the front at the prior distance (turned by
+    ``yaw``/``pitch``, arrays or floats): ``(R, (0, 0, model.geometry.head_depth))``."""
+    yaw = np.radians(np.asarray(yaw_degrees, np.float32))
+    pitch = np.radians(np.broadcast_to(np.asarray(pitch_degrees, np.float32), yaw.shape))
+    rot = camera.rotation_matrix(yaw, pitch, np.zeros_like(yaw)).astype(np.float32)
+    trans = np.broadcast_to(np.float32([0.0, 0.0, self.config.model.geometry.head_depth]),
+                            yaw.shape + (3,))
+    return rot, trans
+
+  def render_canonical(self, params, subject: dict, pose: camera.Pose, *, batch_stats=None,
+                       intrinsics: np.ndarray | None = None, size: int | None = None) -> dict:
+    """The canonical head folded from the subject frames (``subject``, ``subject_intrinsics``,
+    ... of K frames; any K) rendered at head poses ``pose`` ([V, 3, 3], [V, 3]; e.g.
+    ``frontal_pose``) through ``intrinsics`` (default: the first subject frame's) at ``size``:
+    ``{'rgb': [V, S, S, 3], 'acc': [V, S, S]}``."""
+    size = size or subject["subject"].shape[-2]
+    k = np.asarray(subject["subject_intrinsics"][0] if intrinsics is None else intrinsics)
+    out = self._render_canonical(params, batch_stats,
+                                 {k_: jnp.asarray(v)[None] for k_, v in subject.items()},
+                                 jnp.asarray(k, jnp.float32),
+                                 tuple(jnp.asarray(p, jnp.float32) for p in pose), size=int(size))
+    return jax.device_get(out)
 
   def _items(self, params, batch_stats, items: dict, chunk: int) -> np.ndarray:
     """Predictions of N independent items (``subject*`` [N, K, ...], ``driving*`` [N, ...],
