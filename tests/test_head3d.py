@@ -390,6 +390,32 @@ def test_test_config_overfits_one_subject_driving_pair(overfit):
 
 
 @pytest.mark.slow
+def test_more_subject_frames_fill_the_canonical_head(head3d_setup, overfit):
+  """After training, the canonical head folded from more subject frames renders closer to the
+  generator's frontal head (the item's identity, its subject frames' mean expression) on the
+  face pixels."""
+  from minerf_jax.data.builders import synthetic_talking_heads as sth  # pylint: disable=g-import-not-at-top
+  _, data, model, _ = head3d_setup
+  state, batch = overfit[2], overfit[4]
+  subject = {k: v[0] for k, v in batch.items() if k.startswith("subject")}
+  # The frontal truth: the item's identity with its subject frames' mean expression.
+  frames = data.train_frames
+  hit = [np.flatnonzero((frames.rgb.astype(np.float32) / 255.0 == s).all((1, 2, 3)))[0]
+         for s in subject["subject"]]
+  truth = sth.ground_truth(data.builder, int(frames.identity[hit[0]]),
+                           frames.expression[hit].mean(0),
+                           *syn.pose_matrix(0.0, 0.0, 0.0, np.zeros(3)))
+  face = truth["masks"][..., 0]
+  psnr = []
+  for n in (1, 2):
+    rgb = model.render_canonical(state.params, {k: v[:n] for k, v in subject.items()},
+                                 model.frontal_pose([0.0]), batch_stats=state.batch_stats)["rgb"]
+    psnr.append(-10 * np.log10(np.mean((rgb[0] - truth["rgb"])[face] ** 2)))
+  print("canonical frontal face PSNR after 1, 2 frames:", psnr)
+  assert psnr[1] > psnr[0], psnr
+
+
+@pytest.mark.slow
 def test_animate_encodes_the_subject_once_and_matches_the_full_forward(head3d_setup, overfit):
   """``animate`` runs the subject side once and drives every chunk with it: the same frames as
   the whole forward pass of each (subject, driving) item, novel-view turn included."""
