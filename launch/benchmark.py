@@ -63,6 +63,7 @@ import time
 
 from absl import app
 from absl import flags
+from absl import logging
 import jax
 import numpy as np
 
@@ -317,6 +318,8 @@ def suite_head3d_compare() -> dict:
 
 def main(argv):
   del argv
+  if not flags.FLAGS["verbosity"].present:  # the figures and progress; -v 0 for library logs
+    logging.set_verbosity(logging.ERROR)
   results = {"minerf_scaling": suite_scaling,
              "minerf_fusion": suite_fusion,
              "minerf_personalise": suite_personalise,
