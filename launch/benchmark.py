@@ -134,6 +134,15 @@ def _overrides() -> dict:
   return value
 
 
+def _models(known) -> tuple[str, ...]:
+  """--models (default: all of ``known``), checked against ``known``."""
+  chosen = tuple(_LOKI_MODELS.value or known)
+  unknown = sorted(set(chosen) - set(known))
+  if unknown:
+    raise app.UsageError(f"--models={','.join(unknown)}: choose from {','.join(known)}")
+  return chosen
+
+
 def _horizon(default: int) -> int:
   return _STEPS_H.value or default
 
@@ -278,24 +287,17 @@ def suite_talk_real() -> dict:
 
 def suite_lokitalk_synthetic() -> dict:
   from launch import lokitalk_bench  # pylint: disable=g-import-not-at-top
-  known = ("lokitalk", *lokitalk_bench.ABLATIONS, "minerf")
-  unknown = sorted(set(_LOKI_MODELS.value or ()) - set(known))
-  if unknown:
-    raise app.UsageError(f"--models={','.join(unknown)}: choose from {','.join(known)}")
+  chosen = _models(("lokitalk", *lokitalk_bench.ABLATIONS, "minerf"))
   return lokitalk_bench.suite(
       _OUT_DIR.value, _VARIANT.value, _horizon(500),
       _SPEAKERS.value if _SPEAKERS.present else 3,
       _TALK_FRAMES.value if _TALK_FRAMES.present else 40, _JAW_GRID.value,
-      overrides=_overrides(), models_=tuple(_LOKI_MODELS.value) if _LOKI_MODELS.value else None)
+      overrides=_overrides(), models_=chosen if _LOKI_MODELS.value else None)
 
 
 def suite_lokitalk_adapt() -> dict:
   from launch import lokitalk_bench  # pylint: disable=g-import-not-at-top
-  modes = tuple(_LOKI_MODELS.value or lokitalk_bench.ADAPT_MODES)
-  unknown = sorted(set(modes) - set(lokitalk_bench.ADAPT_MODES))
-  if unknown:
-    raise app.UsageError(f"--models={','.join(unknown)}: choose from "
-                         f"{','.join(lokitalk_bench.ADAPT_MODES)}")
+  modes = _models(lokitalk_bench.ADAPT_MODES)
   return lokitalk_bench.suite_adapt(
       _VARIANT.value, _BASE_STEPS.value if _BASE_STEPS.present else 1000, _horizon(300),
       tuple(int(f) for f in _FRAMES.value) if _FRAMES.present else (50, 250),
@@ -306,11 +308,7 @@ def suite_lokitalk_adapt() -> dict:
 
 def suite_head3d_compare() -> dict:
   from launch import head3d_bench  # pylint: disable=g-import-not-at-top
-  chosen = tuple(_LOKI_MODELS.value or head3d_bench.MODELS)
-  unknown = sorted(set(chosen) - set(head3d_bench.MODELS))
-  if unknown:
-    raise app.UsageError(f"--models={','.join(unknown)}: choose from "
-                         f"{','.join(head3d_bench.MODELS)}")
+  chosen = _models(head3d_bench.MODELS)
   variant = _VARIANT.value if _VARIANT.present else "synthetic"
   return head3d_bench.suite(_OUT_DIR.value, variant, _horizon(250), chosen,
                             overrides=_overrides())
