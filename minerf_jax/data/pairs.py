@@ -97,6 +97,12 @@ def clip_members(frames: Frames) -> list[np.ndarray]:
   return [g for g in groups if len(g) >= 2]
 
 
+def clip_of_frame(frames: Frames) -> dict[int, np.ndarray]:
+  """Frame index -> the indices of its clip, for every clip (one-frame clips included)."""
+  return {int(i): g for c in np.unique(frames.clip) for g in [np.flatnonzero(frames.clip == c)]
+          for i in g}
+
+
 def sample_pairs(frames: Frames, members: list[np.ndarray], batch: np.ndarray,
                  rng: np.random.Generator) -> dict[str, np.ndarray]:
   """For each source index in ``batch``, a different driving frame of the same clip."""
@@ -208,7 +214,7 @@ def truth_sets(frames: Frames, render, per_bucket: int, novel_count: int, seed: 
                           "group": np.asarray(bucket_names())[bucket]}
   if novel_count > 0:
     idx, turn, rotation = novel_view_items(frames, novel_count, seed=seed + 1)
-    first = {int(i): g[0] for g in clip_members(frames) for i in g}
+    first = {i: g[0] for i, g in clip_of_frame(frames).items()}
     v = turn.shape[1]
     truth = np.stack([render(frames.identity[f], frames.expression[f], rotation[n, j],
                              frames.translation[f]) for n, f in enumerate(idx) for j in range(v)])
@@ -403,9 +409,7 @@ def subject_eval_sets(frames: Frames, num_subject: int, max_clip_frames: int = 0
   out = {"reconstruction": clips}
   if num_cross_pairs > 0 and len(np.unique(frames.identity)) > 1:
     idx = cross_identity_pairs(frames, num_cross_pairs, seed=seed)
-    # Every clip (a one-frame clip's subject frames repeat that frame).
-    clip_of = {int(i): g for c in np.unique(frames.clip) for g in [np.flatnonzero(frames.clip == c)]
-               for i in g}
+    clip_of = clip_of_frame(frames)   # a one-frame clip's subject frames repeat that frame
     subjects = np.stack([subject_indices(clip_of[int(a)], num_subject) for a in idx[:, 0]])
     out["cross"] = {**_frame_fields(frames, subjects, "subject"),
                     **_frame_fields(frames, idx[:, 1], "driving")}
@@ -436,7 +440,7 @@ class SubjectData(PairData):
     k = int(self.config.model.num_subject)
     out = subject_eval_sets(frames, k, int(ec.max_clip_frames), int(ec.max_clips),
                             int(ec.num_cross_pairs), seed=int(self.config.seed))
-    clip_of = {int(i): g for g in clip_members(frames) for i in g}
+    clip_of = clip_of_frame(frames)
     # The one-shot models' source frame first, then k - 1 more of its clip.
     subjects = lambda first: _frame_fields(frames, np.stack([
         np.concatenate([[a], subject_indices(clip_of[int(a)], k - 1, int(a))]) for a in first]),
