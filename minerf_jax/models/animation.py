@@ -393,24 +393,24 @@ class AnimationModel:
 
   def _pairs(self, params, batch_stats, source, driving, chunk):
     """Absolute-motion predictions of uint8 (source, driving) pairs, ``chunk`` at a time."""
-    return np.concatenate([
-        np.asarray(self._cross_chunk(params, batch_stats, source[i:i + chunk],
-                                     driving[i:i + chunk], chunk))
-        for i in range(0, len(source), chunk)])
+    to_float = lambda x: x.astype(np.float32) / 255.0
+    return in_chunks(lambda s, d: self.predict(params, {"source": s, "driving": d},
+                                               batch_stats)["prediction"],
+                     (to_float(source), to_float(driving)), chunk)
 
-  def _cross_chunk(self, params, batch_stats, source, driving, chunk):
-    n = len(source)
-    source = _pad_to(source.astype(np.float32) / 255.0, chunk)
-    driving = _pad_to(driving.astype(np.float32) / 255.0, chunk)
-    return self.predict(params, {"source": source, "driving": driving},
-                        batch_stats)["prediction"][:n]
+
+def in_chunks(fn, arrays, chunk: int) -> np.ndarray:
+  """``fn(*pieces) -> [chunk, ...]`` over fixed-size chunks of ``arrays`` (equal lengths; the
+  last chunk padded with its last item: one compiled shape), trimmed and concatenated."""
+  n = len(arrays[0])
+  return np.concatenate([
+      np.asarray(fn(*(_pad_to(np.asarray(a[i:i + chunk]), chunk) for a in arrays)))[
+          :min(chunk, n - i)] for i in range(0, n, chunk)])
 
 
 def _per_frame(fn, pred: np.ndarray, target: np.ndarray, chunk: int) -> np.ndarray:
   """``fn(pred, target) -> [chunk]`` over fixed-size (padded) chunks: one compiled shape."""
-  out = [np.asarray(fn(_pad_to(pred[i:i + chunk], chunk), _pad_to(target[i:i + chunk], chunk)))[
-      :len(pred[i:i + chunk])] for i in range(0, len(pred), chunk)]
-  return np.concatenate(out)
+  return in_chunks(fn, (pred, target), chunk)
 
 
 _SSIM = jax.jit(jax.vmap(metrics.ssim))

@@ -384,12 +384,9 @@ class Head3D:
     """Predictions of N independent items (``subject*`` [N, K, ...], ``driving*`` [N, ...],
     optional ``view``), ``chunk`` at a time (the last chunk padded: one compiled shape)."""
     keys = [k for k in items if k.startswith(("subject", "driving", "view"))]
-    n = len(items["driving"])
-    return np.concatenate([
-        np.asarray(self.predict(params, {k: animation._pad_to(np.asarray(items[k][i:i + chunk]),  # pylint: disable=protected-access
-                                                              chunk) for k in keys},
-                                batch_stats)["prediction"])[:min(chunk, n - i)]
-        for i in range(0, n, chunk)])
+    return animation.in_chunks(
+        lambda *values: self.predict(params, dict(zip(keys, values)), batch_stats)["prediction"],
+        [items[k] for k in keys], chunk)
 
   def evaluate(self, params, eval_data: dict, batch_stats=None) -> dict[str, float]:
     """The animation models' protocols (``animation.protocol_metrics``) with subject frames:
