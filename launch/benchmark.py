@@ -52,6 +52,11 @@ head3d_compare
   cross-identity figures per yaw-difference bucket, novel views, and Head3D's geometry error:
   python -m launch.benchmark --suite=head3d_compare --variant=synthetic --horizon=250 \
       --out_dir=runs/bench/h3d --out=runs/bench/h3d.json
+head3d_pose_signal
+  How much head rotation the photometric loss tells on the generator's heads: each pair's pose
+  fitted directly (true or constant depth, frame gaps 2 and 8), and Head3D's pose net trained
+  --horizon steps (default 300) by its geometry loss without and with pose_supervision:
+  python -m launch.benchmark --suite=head3d_pose_signal
 motion_step_time
   Seconds per training iteration of TPSMM, MCNet and MRFA (--variant of their configs, default
   'cpu'), --steps timed steps after the compile.
@@ -78,7 +83,7 @@ _SUITE = flags.DEFINE_enum("suite", "minerf_scaling",
                            ["minerf_scaling", "minerf_fusion", "minerf_personalise",
                             "minerf_throughput", "motion_params", "motion_step_time",
                             "talk_synthetic", "talk_real", "lokitalk_synthetic",
-                            "lokitalk_adapt", "head3d_compare"],
+                            "lokitalk_adapt", "head3d_compare", "head3d_pose_signal"],
                            "Benchmark suite.")
 _VARIANT = flags.DEFINE_string("variant", "demo", "configs/minerf.py variant to benchmark.")
 _NUM_IDS = flags.DEFINE_list("num_identities", ["1", "2", "4", "8"], "minerf_scaling: N values.")
@@ -314,6 +319,12 @@ def suite_head3d_compare() -> dict:
                             overrides=_overrides())
 
 
+def suite_head3d_pose_signal() -> dict:
+  from launch import head3d_bench  # pylint: disable=g-import-not-at-top
+  return head3d_bench.pose_signal(_VARIANT.value if _VARIANT.present else "synthetic",
+                                  _horizon(300))
+
+
 def main(argv):
   del argv
   if not flags.FLAGS["verbosity"].present:  # the figures and progress; -v 0 for library logs
@@ -328,7 +339,8 @@ def main(argv):
              "talk_real": suite_talk_real,
              "lokitalk_synthetic": suite_lokitalk_synthetic,
              "lokitalk_adapt": suite_lokitalk_adapt,
-             "head3d_compare": suite_head3d_compare}[_SUITE.value]()
+             "head3d_compare": suite_head3d_compare,
+             "head3d_pose_signal": suite_head3d_pose_signal}[_SUITE.value]()
   if _OUT.value:
     with open(_OUT.value, "w") as f:
       json.dump(results, f, indent=2)

@@ -18,8 +18,16 @@ import importlib
 import json
 import os
 
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
 from launch import runs
+from minerf_jax import camera
 from minerf_jax.data import pairs
+from minerf_jax.head3d import geometry as geometry_lib
 
 MODELS = ("tpsmm", "mcnet", "mrfa", "head3d")
 _IMAGE = ("psnr", "ssim", "lpips", "akd")
@@ -88,4 +96,124 @@ def suite(out_dir: str, variant: str = "synthetic", steps: int = 250,
     results[name] = {**figures, "train_seconds": seconds, "steps": steps}
     print(f"{name}: trained {steps} steps in {seconds:.0f} s", flush=True)
   print(tables(results), flush=True)
+  return results
+
+
+def _pose_errors(rotations: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+  """(mean angle of rotations against truth, mean angle of the identity against truth), deg."""
+  return (float(np.mean(camera.rotation_angle_degrees(rotations, truth))),
+          float(np.mean(camera.rotation_angle_degrees(np.eye(3)[None], truth))))
+
+
+def oracle_pose_fit(frames: pairs.Frames, gap: int, true_depth: bool, pairs_: int = 64,
+                    steps: int = 300, lr: float = 3e-3) -> tuple[float, float]:
+  """The photometric signal itself: each (frame t, frame t - gap) pair's rotation about the head
+  centre (plus a free translation) fitted by Adam to the auto-masked reprojection loss, from the
+  identity, with the generator's depth (or a constant one at its median). Returns (error,
+  identity's error) in degrees against the generator's relative rotation."""
+  ok = np.array([i for i in range(gap, len(frames)) if frames.clip[i - gap] == frames.clip[i]])
+  t = ok[np.linspace(0, len(ok) - 1, min(pairs_, len(ok))).astype(int)]
+  s = t - gap
+  truth = camera.relative((frames.rotation[t], frames.translation[t]),
+                          (frames.rotation[s], frames.translation[s]))[0]
+  image = lambda i: jnp.asarray(frames.rgb[i], jnp.float32) / 255.0
+  target, source = image(t), image(s)
+  depth = jnp.asarray(frames.depth[t])
+  if not true_depth:
+    depth = jnp.full_like(depth, float(np.median(frames.depth[frames.face > 127])))
+  centre = jnp.mean(jnp.asarray(frames.translation), 0)
+
+  def objective(v):
+    rot = camera.axis_angle_matrix(v[:, :3])
+    trans = centre - jnp.einsum("bij,j->bi", rot, centre) + v[:, 3:]
+    warped, valid = geometry_lib.inverse_warp(source, depth, frames.intrinsics[t], (rot, trans),
+                                              frames.intrinsics[s])
+    return geometry_lib.reprojection_loss(target, [source], [warped], [valid])[0]
+
+  tx = optax.adam(lr)
+  v = jnp.zeros((len(t), 6))
+  opt = tx.init(v)
+  grad = jax.jit(jax.grad(objective))
+  for _ in range(steps):
+    updates, opt = tx.update(grad(v), opt)
+    v = optax.apply_updates(v, updates)
+  return _pose_errors(np.asarray(camera.axis_angle_matrix(v[:, :3])), truth)
+
+
+def _data_relative(batch: dict, k: int) -> list:
+  """The data's relative poses driving -> each of the k subject frames of a batch."""
+  rel = camera.relative((batch["driving_rotation"][:, None], batch["driving_translation"][:, None]),
+                        (batch["subject_rotation"], batch["subject_translation"]))
+  return [(rel[0][:, i], rel[1][:, i]) for i in range(k)]
+
+
+def fit_pose_net(config, data: pairs.SubjectData, steps: int, supervision: float,
+                 lr: float = 1e-3):
+  """The geometry module alone (``config.model.geometry`` with ``pose_supervision=supervision``)
+  trained ``steps`` steps by ``geometry.loss`` on Head3D's training batches, the driving frame as
+  target and the subject frames as sources. Returns (the module, its parameters)."""
+  gc = ml_collections.ConfigDict(config.model.geometry.to_dict())
+  gc.pose_supervision = supervision
+  net = geometry_lib.Geometry(gc)
+  batch = data.train_batch(0)
+  k = batch["subject"].shape[1]
+  params = net.init(jax.random.key(0), batch["driving"], batch["subject"][:, 0])
+  tx = optax.adam(lr)
+  opt = tx.init(params)
+
+  def objective(p, b):
+    return geometry_lib.loss(net, p, b["driving"], [b["subject"][:, i] for i in range(k)],
+                             b["driving_intrinsics"],
+                             [b["subject_intrinsics"][:, i] for i in range(k)],
+                             teacher=_data_relative(b, k))[0]
+
+  @jax.jit
+  def step(p, o, b):
+    updates, o = tx.update(jax.grad(objective)(p, b), o, p)
+    return optax.apply_updates(p, updates), o
+
+  fields = ("driving", "subject", "driving_intrinsics", "subject_intrinsics", "driving_rotation",
+            "driving_translation", "subject_rotation", "subject_translation")
+  for i in range(steps):
+    b = data.train_batch(i)
+    params, opt = step(params, opt, {f: jnp.asarray(b[f]) for f in fields})
+  return net, params
+
+
+def train_pose_net(config, data: pairs.SubjectData, steps: int, supervision: float,
+                   probe_batches: int = 8) -> tuple[float, float]:
+  """``fit_pose_net``, then (error, identity's error) in degrees of its relative rotation
+  driving -> first subject frame against the data's, on ``probe_batches`` later batches."""
+  net, params = fit_pose_net(config, data, steps, supervision)
+  rel = jax.jit(lambda p, t, s: net.apply(p, t, s, method=geometry_lib.Geometry.relative_pose)[0])
+  pred, truth = [], []
+  for i in range(probe_batches):
+    b = data.train_batch(steps + 1000 + i)
+    pred.append(np.asarray(rel(params, b["driving"], b["subject"][:, 0])))
+    truth.append(_data_relative(b, 1)[0][0])
+  return _pose_errors(np.concatenate(pred), np.concatenate(truth))
+
+
+def pose_signal(variant: str = "synthetic", steps: int = 300) -> dict:
+  """``--suite=head3d_pose_signal``: how much head rotation the photometric loss can tell, on the
+  generator's heads (``configs/head3d.py:<variant>``): the per-pair oracle fit of
+  ``oracle_pose_fit`` at frame gaps 2 and 8, with the true and a constant depth; and the pose net
+  trained ``steps`` steps by the geometry loss alone, without and with ``pose_supervision`` (and
+  with monodepth2's ``rotation_scale`` of 0.01)."""
+  config = importlib.import_module("configs.head3d").get_config(variant)
+  data = pairs.SubjectData(config)
+  frames = data.train_frames
+  results = {}
+  print("| what | rotation error deg | identity's error deg |\n|---|---|---|")
+  for gap in (2, 8):
+    for true_depth in (True, False):
+      name = f"oracle fit, gap {gap}, {'true' if true_depth else 'constant'} depth"
+      results[name] = oracle_pose_fit(frames, gap, true_depth)
+      print(f"| {name} | {results[name][0]:.2f} | {results[name][1]:.2f} |", flush=True)
+  default = float(config.model.geometry.rotation_scale)
+  for weight, scale in ((0.0, default), (1.0, default), (1.0, 0.01)):
+    config.model.geometry.rotation_scale = scale
+    name = f"pose net, {steps} steps, pose_supervision={weight:g}, rotation_scale={scale:g}"
+    results[name] = train_pose_net(config, data, steps, weight)
+    print(f"| {name} | {results[name][0]:.2f} | {results[name][1]:.2f} |", flush=True)
   return results

@@ -116,6 +116,20 @@ def test_networks_ranges_prior_at_init_and_gradients(pose_net):
   grads = jax.jit(jax.grad(
       lambda p: geometry.loss(net, p, target, [source], k, [k], poses=[rel])[0]))(params)
   assert float(jnp.abs(grads["params"]["pose_net"]["pose"]["kernel"]).sum()) == 0.0
+  # pose_supervision adds w * |R_net - R_data|_F^2 (R_net is the identity at init), which
+  # reaches the pose network.
+  taught_config = config.copy_and_resolve_references()
+  taught_config.pose_supervision = 2.0
+  taught = geometry.Geometry(taught_config)
+  both = jax.jit(lambda p: (geometry.loss(net, p, target, [source], k, [k], teacher=[rel])[0],
+                            geometry.loss(taught, p, target, [source], k, [k], teacher=[rel]),
+                            jax.grad(lambda q: geometry.loss(taught, q, target, [source], k, [k],
+                                                             teacher=[rel])[0])(p)))
+  base, (value, metrics), grads = both(params)
+  expected = np.sum(np.square(np.eye(3) - np.asarray(rel[0][0])))
+  np.testing.assert_allclose(metrics["geometry/pose_supervision"], expected, rtol=1e-4)
+  np.testing.assert_allclose(value - base, 2.0 * expected, rtol=1e-3)
+  assert float(jnp.abs(grads["params"]["pose_net"]["pose"]["kernel"]).sum()) > 0
 
 
 def test_unknown_pose_net_is_a_clear_error():
@@ -474,3 +488,29 @@ def test_eight_devices_update_equals_one_device(head3d_setup):
   jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4,
                                                        atol=1e-6), eight.batch_stats,
                one.batch_stats)
+
+
+def test_pose_net_learns_rotations_that_compose_after_training(head3d_setup):
+  """The (default, absolute) pose net, trained 300 steps on ``:test``'s batches by the geometry
+  loss with the data's rotations as teacher (``pose_supervision``; by reprojection alone it stays
+  at the identity, ``--suite=head3d_pose_signal``), predicts relative rotations of the size of
+  the truth and near it (measured: 3.3 deg against 4.3, error 1.4), and A->B then B->A is the
+  identity, for every ordered pair of a clip's frames. (The pairwise form, trained the same way,
+  does not learn here: 1.1 deg, error 4.6, loop 1.4 deg.)"""
+  from launch import head3d_bench  # pylint: disable=g-import-not-at-top
+  config, data, _, _ = head3d_setup
+  assert config.model.geometry.pose_net == "absolute"
+  net, params = head3d_bench.fit_pose_net(config, data, 300, supervision=1.0, lr=1e-2)
+  frames = data.train_frames
+  a, b = np.array([(i, j) for i in range(len(frames)) for j in range(len(frames))
+                   if i != j and frames.clip[i] == frames.clip[j]]).T
+  rgb = jnp.asarray(frames.rgb, jnp.float32) / 255.0
+  rel = jax.jit(lambda t, s: net.apply(params, t, s, method=geometry.Geometry.relative_pose)[0])
+  r_ab, r_ba = np.asarray(rel(rgb[a], rgb[b])), np.asarray(rel(rgb[b], rgb[a]))
+  truth = camera.relative((frames.rotation[a], frames.translation[a]),
+                          (frames.rotation[b], frames.translation[b]))[0]
+  angle = lambda r: camera.rotation_angle_degrees(np.eye(3)[None], r)
+  size, learned = angle(truth).mean(), angle(r_ab).mean()
+  assert learned > 0.5 * size, (learned, size)
+  assert camera.rotation_angle_degrees(r_ab, truth).mean() < 0.5 * size
+  assert angle(r_ba @ r_ab).max() < 0.05 * learned

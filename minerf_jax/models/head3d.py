@@ -248,13 +248,13 @@ class Head3D:
                                            out["kp_transformed"], transform)
     geo_metrics = {}
     if lc.geometry > 0:
-      given = None
-      if mc.geometry.pose_source == "landmarks":
+      data_poses = None
+      if mc.geometry.pose_source == "landmarks" or mc.geometry.pose_supervision:
         rel = camera.relative((batch["driving_rotation"][:, None], batch["driving_translation"][:,
                                                                                                None]),
                               (batch["subject_rotation"], batch["subject_translation"]))
-        given = [(rel[0][:, i], rel[1][:, i]) for i in range(batch["subject"].shape[1])]
-      geo, geo_metrics = self._geometry_loss(params, batch, given)
+        data_poses = [(rel[0][:, i], rel[1][:, i]) for i in range(batch["subject"].shape[1])]
+      geo, geo_metrics = self._geometry_loss(params, batch, data_poses)
       terms["geometry"] = lc.geometry * geo
     face = batch["driving_face"]
     rendered = out["rendered"]
@@ -273,14 +273,17 @@ class Head3D:
                    "attention_rendered": jnp.mean(out["attention"][-1][..., 0])}
     return total, (metrics_out, updates["batch_stats"])
 
-  def _geometry_loss(self, params, batch, given):
+  def _geometry_loss(self, params, batch, data_poses):
     """The self-supervised geometry loss: the driving frame as target, each subject frame as a
-    source (camera.relative of the poses when given)."""
+    source. ``data_poses`` (driving -> each subject frame, from the data's poses) replace the
+    pose network's under ``pose_source=landmarks``, or teach it under ``pose_supervision``."""
     k = batch["subject"].shape[1]
+    landmarks = self.config.model.geometry.pose_source == "landmarks"
     return geometry_lib.loss(
         self.geometry, {"params": params["geometry"]}, batch["driving"],
         [batch["subject"][:, i] for i in range(k)], batch["driving_intrinsics"],
-        [batch["subject_intrinsics"][:, i] for i in range(k)], poses=given)
+        [batch["subject_intrinsics"][:, i] for i in range(k)],
+        poses=data_poses if landmarks else None, teacher=None if landmarks else data_poses)
 
   def trainable(self, params):
     return jax.tree.map(lambda _: True, params)
