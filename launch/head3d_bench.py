@@ -56,7 +56,8 @@ def tables(results: dict[str, dict]) -> str:
   out = [_table("reconstruction (held-out clips from their first frame / subject frames)",
                 results, [(m, f"recon/{m}") for m in ("l1", "psnr", "ssim", "lpips", "akd",
                                                       "ard")] +
-                [("cross AKD", "cross/akd"), ("cross ARD", "cross/ard"),
+                [("no face", "recon/akd_missing"), ("cross AKD", "cross/akd"),
+                 ("cross ARD", "cross/ard"), ("cross no face", "cross/akd_missing"),
                  ("train s", "train_seconds")])]
   for metric in _IMAGE:
     out.append(_table(f"cross-identity against the generator's truth: {metric}", results,
