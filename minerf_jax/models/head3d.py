@@ -10,7 +10,8 @@ here is ours too:
 1. **Geometry** (``head3d/geometry.py``): z-depth of every subject frame; head poses of the
    subject frames and of the driving frame: the absolute pose net (default), the pairwise net
    (poses relative to the first subject frame, which is put at the prior pose), or the data's
-   own poses (``model.geometry.pose_source=landmarks``).
+   own poses (``model.geometry.pose_source=landmarks``); ``model.geometry.pose_supervision``
+   lets the data's relative rotations teach the learned pose net (ours, off by default).
 2. **Canonical head** (``head3d/canonical.py``): the subject frames, lifted with their depth and
    moved to head coordinates, folded one after another into a tri-plane; rendered at the driving
    frame's pose (colour, opacity, features) at the frame's size.
