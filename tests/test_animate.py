@@ -13,8 +13,8 @@ MEDIA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "media")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = [pytest.mark.skipif(not os.path.isdir(MEDIA), reason="../shared/media is absent"),
               pytest.mark.slow]
-pytest.importorskip("mediapipe")
-pytest.importorskip("av")
+import mediapipe  # noqa: F401  (a hard dependency: missing fails)
+import av  # noqa: F401  (a hard dependency: missing fails)
 
 from minerf_jax.data import video  # pylint: disable=g-import-not-at-top,wrong-import-position
 

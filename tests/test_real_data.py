@@ -8,7 +8,7 @@ import pytest
 
 MEDIA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "media")
 pytestmark = pytest.mark.skipif(not os.path.isdir(MEDIA), reason="../shared/media is absent")
-mp = pytest.importorskip("mediapipe")
+import mediapipe as mp  # installed by `make install`: missing is a failure
 
 from minerf_jax import camera  # pylint: disable=wrong-import-position
 from minerf_jax.data import face  # pylint: disable=g-import-not-at-top,wrong-import-position
