@@ -224,7 +224,7 @@ def test_evaluate_reports_every_protocol_from_the_models_own_predictions(
     model.evaluate(state.params, eval_data)
 
 
-def test_relative_animation_from_the_source_equals_absolute(tpsmm_test_run, pair_data,
+def test_relative_animation_from_the_source_uses_its_own_keypoints(tpsmm_test_run, pair_data,
                                                           tmp_path_factory):
   """A driving video whose first frame is the source: FOMM's relative keypoints
   ``kp_src + (kp_i - kp_0) * scale`` are ``kp_i`` (the hull-area scale is 1), so relative
