@@ -28,6 +28,7 @@ from launch import runs
 from minerf_jax import camera
 from minerf_jax.data import pairs
 from minerf_jax.head3d import geometry as geometry_lib
+from minerf_jax.models import head3d
 
 MODELS = ("tpsmm", "mcnet", "mrfa", "head3d")
 _IMAGE = ("psnr", "ssim", "lpips", "akd")
@@ -141,13 +142,6 @@ def oracle_pose_fit(frames: pairs.Frames, gap: int, true_depth: bool, pairs_: in
   return _pose_errors(np.asarray(camera.axis_angle_matrix(v[:, :3])), truth)
 
 
-def _data_relative(batch: dict, k: int) -> list:
-  """The data's relative poses driving -> each of the k subject frames of a batch."""
-  rel = camera.relative((batch["driving_rotation"][:, None], batch["driving_translation"][:, None]),
-                        (batch["subject_rotation"], batch["subject_translation"]))
-  return [(rel[0][:, i], rel[1][:, i]) for i in range(k)]
-
-
 def fit_pose_net(config, data: pairs.SubjectData, steps: int, supervision: float,
                  lr: float = 1e-3):
   """The geometry module alone (``config.model.geometry`` with ``pose_supervision=supervision``)
@@ -166,7 +160,7 @@ def fit_pose_net(config, data: pairs.SubjectData, steps: int, supervision: float
     return geometry_lib.loss(net, p, b["driving"], [b["subject"][:, i] for i in range(k)],
                              b["driving_intrinsics"],
                              [b["subject_intrinsics"][:, i] for i in range(k)],
-                             teacher=_data_relative(b, k))[0]
+                             teacher=head3d.data_relative_poses(b))[0]
 
   @jax.jit
   def step(p, o, b):
@@ -191,7 +185,7 @@ def train_pose_net(config, data: pairs.SubjectData, steps: int, supervision: flo
   for i in range(probe_batches):
     b = data.train_batch(steps + 1000 + i)
     pred.append(np.asarray(rel(params, b["driving"], b["subject"][:, 0])))
-    truth.append(_data_relative(b, 1)[0][0])
+    truth.append(head3d.data_relative_poses(b)[0][0])
   return _pose_errors(np.concatenate(pred), np.concatenate(truth))
 
 

@@ -60,6 +60,14 @@ def batch_spec(config: ml_collections.ConfigDict) -> str:
   return "subjects"
 
 
+def data_relative_poses(batch: dict) -> list[camera.Pose]:
+  """The data's relative poses driving frame -> each subject frame of a 'subjects' batch (one
+  ``(R [B, 3, 3], t [B, 3])`` per subject frame)."""
+  rel = camera.relative((batch["driving_rotation"][:, None], batch["driving_translation"][:, None]),
+                        (batch["subject_rotation"], batch["subject_translation"]))
+  return [(rel[0][:, i], rel[1][:, i]) for i in range(batch["subject"].shape[1])]
+
+
 def _flat(x: jax.Array) -> jax.Array:
   return x.reshape((-1,) + x.shape[2:])
 
@@ -251,10 +259,7 @@ class Head3D:
     if lc.geometry > 0:
       data_poses = None
       if mc.geometry.pose_source == "landmarks" or mc.geometry.pose_supervision:
-        rel = camera.relative((batch["driving_rotation"][:, None], batch["driving_translation"][:,
-                                                                                               None]),
-                              (batch["subject_rotation"], batch["subject_translation"]))
-        data_poses = [(rel[0][:, i], rel[1][:, i]) for i in range(batch["subject"].shape[1])]
+        data_poses = data_relative_poses(batch)
       geo, geo_metrics = self._geometry_loss(params, batch, data_poses)
       terms["geometry"] = lc.geometry * geo
     face = batch["driving_face"]
