@@ -1,0 +1,213 @@
+"""The authors' PyTorch state dicts -> our flax variables (numpy only; no PyTorch needed).
+
+``launch.convert`` reads a released checkpoint with ``torch.load`` and hands its state dicts
+here as ``{module: {tensor name: numpy array}}``; the golden-output tests hand the state dicts
+saved in ``tests/data/`` fixtures. Each model has a table of its checkpoint's modules: which of
+our submodules each becomes and how its tensor names translate.
+
+TPSMM (``yoyo-nb/Thin-Plate-Spline-Motion-Model``; ``Logger.save_cpk`` writes
+``{name: module.state_dict()}``): ``kp_detector`` -> ``detector``, ``bg_predictor`` ->
+``bg_predictor``, ``dense_motion_network`` -> ``dense_motion``, ``inpainting_network`` ->
+``generator``. Optimiser states and ``avd_network`` (the optional animation-via-disentanglement
+network, not part of our model) are skipped and listed in the report. A checkpoint without
+``bg_predictor`` (the reference's ``bg: False``, e.g. ``mgif-256``) keeps our predictor at its
+initialisation, whose zero ``fc`` predicts the identity affine exactly: the same model.
+
+Tensors: conv weights ``[O, I, kh, kw]`` -> ``kernel [kh, kw, I, O]``; linear ``[O, I]`` ->
+``[I, O]``; norm ``weight`` -> ``scale``; BatchNorm ``running_mean`` / ``running_var`` -> the
+``batch_stats`` collection's ``mean`` / ``var``; ``num_batches_tracked`` and the dense motion
+network's fixed anti-aliasing kernel (``down.weight``, a buffer we compute) are dropped.
+Channel orders need no permutation: our NHWC layers concatenate in the reference's channel
+order (see ``motion/dense_motion.py``).
+
+Every tensor must land: a checkpoint of another model, a tensor we do not know, one we need but
+the checkpoint lacks, or a shape mismatch raises ``ConversionError`` with one line naming it.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Mapping
+
+import numpy as np
+
+StateDicts = Mapping[str, Mapping[str, np.ndarray]]
+Rule = tuple[str, Any]     # (regex on the dotted module path, replacement string or function)
+
+
+class ConversionError(ValueError):
+  """A state dict that does not convert; the message is one line naming the tensor."""
+
+
+_RESNET = [(r"layer(\d)\.(\d)", r"layer\1_\2"), (r"downsample\.0", "downsample_conv"),
+           (r"downsample\.1", "downsample_bn")]
+_DENSE_MOTION = [(r"^hourglass\.encoder\.down_blocks\.(\d+)", r"hourglass.down\1"),
+                 (r"^hourglass\.decoder\.up_blocks\.(\d+)", r"hourglass.up\1"),
+                 (r"^up\.(\d+)", r"occlusion_up\1"), (r"^occlusion\.(\d+)", r"occlusion\1")]
+_GENERATOR = [(r"^down_blocks\.(\d+)", r"down_blocks_\1"), (r"^up_blocks\.(\d+)", r"up_blocks_\1"),
+              (r"^resblock\.(\d+)", lambda m: f"res_blocks_{int(m[1]) // 2}_{int(m[1]) % 2}")]
+
+# model -> {checkpoint entry: (our submodule, rename rules, dropped tensor names, optional)}
+MODULES: dict[str, dict[str, tuple[str, list[Rule], tuple[str, ...], bool]]] = {
+    "tpsmm": {
+        "kp_detector": ("detector", _RESNET, (), False),
+        "bg_predictor": ("bg_predictor", _RESNET, (), True),
+        "dense_motion_network": ("dense_motion", _DENSE_MOTION, ("down.weight",), False),
+        "inpainting_network": ("generator", _GENERATOR, (), False),
+    },
+}
+# Checkpoint entries that are not model weights (or not of a part we build).
+SKIPPED = ("optimizer", "optimizer_bg_predictor", "avd_network", "optimizer_avd", "epoch",
+           "scheduler")
+
+
+def supported_models() -> tuple[str, ...]:
+  return tuple(MODULES)
+
+
+def _leaf(name: str, value: np.ndarray) -> tuple[str, str, np.ndarray] | None:
+  """(collection, our leaf name, array) of a tensor, or None for a dropped buffer."""
+  if name == "num_batches_tracked":
+    return None
+  if name == "weight":
+    if value.ndim == 4:
+      return "params", "kernel", np.transpose(value, (2, 3, 1, 0))
+    if value.ndim == 2:
+      return "params", "kernel", value.T
+    return "params", "scale", value
+  if name == "bias":
+    return "params", "bias", value
+  if name == "running_mean":
+    return "batch_stats", "mean", value
+  if name == "running_var":
+    return "batch_stats", "var", value
+  raise ConversionError(f"unknown tensor kind {name!r}")
+
+
+def _rename(path: str, rules: list[Rule]) -> str:
+  for pattern, replacement in rules:
+    path = re.sub(pattern, replacement, path)
+  return path
+
+
+def _flatten(tree: Mapping, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+  out = {}
+  for k, v in tree.items():
+    if isinstance(v, Mapping):
+      out.update(_flatten(v, prefix + (k,)))
+    else:
+      out[prefix + (k,)] = v
+  return out
+
+
+def _unflatten(flat: Mapping[tuple[str, ...], Any]) -> dict:
+  out: dict = {}
+  for path, value in flat.items():
+    node = out
+    for k in path[:-1]:
+      node = node.setdefault(k, {})
+    node[path[-1]] = value
+  return out
+
+
+def convert(model: str, state_dicts: StateDicts, expected: Mapping,
+            default: Mapping | None = None) -> tuple[dict, list[str]]:
+  """``(variables, report)``: the state dicts as our ``{'params', 'batch_stats'}`` tree.
+
+  Args:
+    model: ``'tpsmm'`` (``supported_models()``).
+    state_dicts: ``{checkpoint entry: {tensor name: array}}``; non-weight entries (``SKIPPED``)
+      may be present.
+    expected: our variables (arrays or ``ShapeDtypeStruct`` s) for the config: every leaf must be
+      supplied with its shape, and is cast to its dtype.
+    default: our initialised variables, used for an optional module the checkpoint lacks.
+  Returns:
+    the variables as numpy arrays, and lines saying what was skipped or defaulted.
+  """
+  if model not in MODULES:
+    raise ConversionError(f"no converter for model {model!r}; supported: {supported_models()}")
+  table = MODULES[model]
+  report = []
+  unknown = [k for k in state_dicts if k not in table and k not in SKIPPED]
+  if unknown:
+    raise ConversionError(f"checkpoint entry {unknown[0]!r} is not part of {model} (it holds "
+                          f"{sorted(state_dicts)}; a {model} checkpoint has {sorted(table)}): "
+                          "a checkpoint of another model?")
+  report += [f"skipped {k!r} (not model weights we build)" for k in state_dicts if k in SKIPPED]
+  want = {path: leaf for path, leaf in _flatten(expected).items()}
+  got: dict[tuple[str, ...], np.ndarray] = {}
+  source: dict[tuple[str, ...], str] = {}
+  for entry, (ours, rules, dropped, optional) in table.items():
+    if entry not in state_dicts:
+      if not optional:
+        raise ConversionError(f"checkpoint has no {entry!r} entry (it holds {sorted(state_dicts)})"
+                              f": not a {model} checkpoint")
+      if default is None:
+        raise ConversionError(f"checkpoint has no {entry!r} entry and no default was given")
+      for path, value in _flatten(default).items():
+        if path[1] == ours:
+          got[path] = np.asarray(value)
+          source[path] = f"(initialisation of {ours})"
+      report.append(f"{entry!r} absent: {ours} keeps its initialisation (the identity "
+                    "background, as the reference's bg=False)")
+      continue
+    for name, value in state_dicts[entry].items():
+      if name in dropped:
+        continue
+      module_path, _, leaf_name = name.rpartition(".")
+      leaf = _leaf(leaf_name, np.asarray(value))
+      if leaf is None:
+        continue
+      collection, leaf_ours, array = leaf
+      path = (collection, ours, *_rename(module_path, rules).split("."), leaf_ours)
+      if path not in want:
+        raise ConversionError(f"tensor {entry}.{name} {tuple(np.shape(value))} has no place in "
+                              f"our {model} (would be {'/'.join(path)}): another model or model "
+                              "config?")
+      if tuple(array.shape) != tuple(want[path].shape):
+        raise ConversionError(f"tensor {entry}.{name} has shape {tuple(np.shape(value))} but our "
+                              f"{'/'.join(path)} is {tuple(want[path].shape)} (as "
+                              f"{tuple(array.shape)}): set the config to the checkpoint's sizes")
+      got[path] = array
+      source[path] = f"{entry}.{name}"
+  missing = [p for p in want if p not in got]
+  if missing:
+    raise ConversionError(f"checkpoint lacks a tensor for our {'/'.join(missing[0])} "
+                          f"{tuple(want[missing[0]].shape)} ({len(missing)} missing in all)")
+  return _unflatten({p: np.asarray(got[p], dtype=want[p].dtype) for p in want}), report
+
+
+def infer_tpsmm_sizes(state_dicts: StateDicts) -> dict[str, Any]:
+  """The ``config.model`` fields a TPSMM checkpoint fixes, read from its tensor shapes.
+
+  ``num_tps`` from the detector's ``fc``; generator ``block_expansion`` / ``num_down_blocks`` /
+  ``max_features`` from its blocks; the dense motion hourglass' sizes and ``scale_factor`` (2 to
+  minus the number of occlusion upsampling blocks) likewise. Keys are dotted ``config.model``
+  fields for ``ConfigDict.update_from_flattened_dict``.
+  """
+  kp, gen, dm = (state_dicts[k] for k in ("kp_detector", "inpainting_network",
+                                          "dense_motion_network"))
+  count = lambda d, pattern: len({m[1] for k in d if (m := re.match(pattern, k))})
+  downs = count(gen, r"^down_blocks\.(\d+)\.")
+  hourglass = count(dm, r"^hourglass\.encoder\.down_blocks\.(\d+)\.")
+  ups = count(dm, r"^up\.(\d+)\.")
+  return {
+      "num_tps": int(kp["fg_encoder.fc.bias"].shape[0] // 10),   # 5 points x (x, y) each
+      "detector_width": float(kp["fg_encoder.conv1.weight"].shape[0] / 64),
+      "generator.block_expansion": int(gen["first.conv.weight"].shape[0]),
+      "generator.num_down_blocks": downs,
+      "generator.max_features": int(gen[f"down_blocks.{downs - 1}.conv.weight"].shape[0]),
+      "dense_motion.block_expansion": int(
+          dm[f"hourglass.decoder.up_blocks.{hourglass - 1}.conv.weight"].shape[0]),
+      "dense_motion.num_blocks": hourglass,
+      "dense_motion.max_features": int(max(
+          dm[f"hourglass.encoder.down_blocks.{i}.conv.weight"].shape[0]
+          for i in range(hourglass))),
+      "dense_motion.scale_factor": 2.0 ** -ups,
+  }
+
+
+def summary(variables: Mapping) -> str:
+  """``'N arrays, M parameters'`` of converted variables."""
+  flat = _flatten(variables)
+  n = sum(int(np.prod(np.shape(v))) for k, v in flat.items() if k[0] == "params")
+  return f"{len(flat)} arrays, {n:,} parameters"

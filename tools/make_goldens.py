@@ -1,0 +1,202 @@
+r"""Golden-output fixtures (and full-size checkpoints) from the authors' code, for our ports.
+
+  python tools/make_goldens.py --reference_dir=PATH/Thin-Plate-Spline-Motion-Model --model=tpsmm \
+      [--out=tests/data/golden_tpsmm.npz] [--full_checkpoint=/tmp/tpsmm_random.pth.tar]
+
+Needs PyTorch (``pip install -e .[convert]``) and a checkout of the authors' repository; neither
+enters this repository. It builds the reference model at a reduced width (``GOLDEN`` below), with
+random weights, runs it on smooth random images in eval mode (BatchNorm running statistics) and, for the
+BatchNorm networks, in train mode (batch statistics, each image batch separately as the
+reference's training step runs them), and saves the state dicts, inputs and every stage's output
+as a small ``.npz`` in the reference's own layouts (NCHW). The stages run in float64 (the
+float32 weights cast up) and are stored as float32: the reference solves each thin-plate spline
+through ``torch.inverse``, whose float32 rounding with random keypoints moves a warped pixel by up
+to ~2e-4, and that is the reference's error, not the port's. ``tests/test_reference_goldens.py``
+converts the state dicts with ``minerf_jax.models.torch_import`` and matches each stage; it needs
+no PyTorch.
+
+Random weights: PyTorch's default initialisation, then every norm's affine parameters and
+BatchNorm running statistics are drawn around their defaults (scale U(0.5, 1.5), shift N(0, 0.1),
+variance U(0.5, 1.5)) and the background predictor's zero-initialised ``fc`` gets small random
+weights, so that no stage is an identity that a wrong port could match by accident.
+
+``--full_checkpoint``: the full vox-256 model (``config/vox-256.yaml``) with random weights drawn
+the same way, saved in the reference's checkpoint format (``{module: state_dict}`` plus
+``avd_network`` and optimiser entries, as ``Logger.save_cpk`` writes them): the input of
+``launch.convert`` and ``tools/reference_animate.py`` for the full-size equality check.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import torch
+from torch import nn
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import reference  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+GOLDEN = {
+    "tpsmm": dict(num_tps=3, image_size=64, batch=2, detector_width=0.0625,
+                  generator=dict(block_expansion=4, max_features=16, num_down_blocks=3),
+                  dense_motion=dict(block_expansion=4, max_features=16, num_blocks=3,
+                                    scale_factor=0.25)),
+}
+VOX256 = dict(num_tps=10, generator=dict(block_expansion=64, max_features=512, num_down_blocks=3),
+              dense_motion=dict(block_expansion=64, max_features=1024, num_blocks=5,
+                                scale_factor=0.25))
+TPSMM_MODULES = ["modules.keypoint_detector", "modules.bg_motion_predictor",
+                 "modules.dense_motion", "modules.inpainting_network", "modules.avd_network"]
+
+
+def randomize(module: nn.Module, generator: torch.Generator) -> None:
+  """Norm affines and BatchNorm statistics drawn around their defaults (module docstring)."""
+  with torch.no_grad():
+    for m in module.modules():
+      if isinstance(m, (nn.BatchNorm2d, nn.InstanceNorm2d)) and m.affine:
+        m.weight.copy_(0.5 + torch.rand(m.weight.shape, generator=generator))
+        m.bias.copy_(0.1 * torch.randn(m.bias.shape, generator=generator))
+      if isinstance(m, nn.BatchNorm2d):
+        m.running_mean.copy_(0.1 * torch.randn(m.running_mean.shape, generator=generator))
+        m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=generator))
+
+
+def build_tpsmm(mods: dict, sizes: dict, width: float, generator: torch.Generator):
+  """The reference's four TPSMM networks (+ AVD) at ``sizes``, randomised."""
+  reference.RESNET18_WIDTH["value"] = width
+  kp = mods["modules.keypoint_detector"].KPDetector(num_tps=sizes["num_tps"])
+  bg = mods["modules.bg_motion_predictor"].BGMotionPredictor()
+  if width != 1.0:  # the reference hard-codes a 64-channel stem for its 6-channel input
+    bg.bg_encoder.conv1 = nn.Conv2d(6, kp.fg_encoder.conv1.out_channels, kernel_size=7, stride=2,
+                                    padding=3, bias=False)
+  with torch.no_grad():
+    fc = bg.bg_encoder.fc
+    fc.weight.copy_(0.02 * torch.randn(fc.weight.shape, generator=generator))
+    fc.bias.add_(0.02 * torch.randn(fc.bias.shape, generator=generator))
+  dm = mods["modules.dense_motion"].DenseMotionNetwork(
+      num_tps=sizes["num_tps"], num_channels=3, bg=True, multi_mask=True, **sizes["dense_motion"])
+  gen = mods["modules.inpainting_network"].InpaintingNetwork(
+      num_channels=3, multi_mask=True, **sizes["generator"])
+  avd = mods["modules.avd_network"].AVDNetwork(num_tps=sizes["num_tps"], id_bottle_size=128,
+                                               pose_bottle_size=128)
+  for m in (kp, bg, dm, gen):
+    randomize(m, generator)
+  return {"kp_detector": kp, "bg_predictor": bg, "dense_motion_network": dm,
+          "inpainting_network": gen, "avd_network": avd}
+
+
+def smooth_images(shape, generator: torch.Generator) -> torch.Tensor:
+  """Random images in [0, 1] with image-like smoothness: 8x8 noise, bicubically upsampled.
+
+  White noise would make a warp's output as sensitive to float32 rounding in the flow as a port
+  error is (its gradient is ~30 per normalised unit at 64 px).
+  """
+  *lead, c, h, w = shape
+  coarse = torch.rand((int(np.prod(lead)), c, 8, 8), generator=generator)
+  fine = torch.nn.functional.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=False)
+  return fine.clamp(0, 1).reshape(shape)
+
+
+def tpsmm_stages(nets: dict, source: torch.Tensor, driving: torch.Tensor) -> dict:
+  """Every stage's output, eval mode first (weights unchanged), then the ResNets in train mode."""
+  kp, bg, dm, gen = (nets[k] for k in ("kp_detector", "bg_predictor", "dense_motion_network",
+                                       "inpainting_network"))
+  out = {}
+  with torch.no_grad():
+    for m in nets.values():
+      m.eval()
+    kp_s, kp_d = kp(source), kp(driving)
+    bg_param = bg(source, driving)
+    motion = dm(source_image=source, kp_driving=kp_d, kp_source=kp_s, bg_param=bg_param)
+    generated = gen(source, motion)
+    encoded = gen.get_encode(driving, motion["occlusion_map"])
+    out.update({"eval/kp_source": kp_s["fg_kp"], "eval/kp_driving": kp_d["fg_kp"],
+                "eval/bg_param": bg_param, "eval/deformation": motion["deformation"],
+                "eval/contribution_maps": motion["contribution_maps"],
+                "eval/deformed_source": motion["deformed_source"],
+                "eval/deformed": generated["deformed"], "eval/prediction": generated["prediction"]})
+    for name, maps in (("occlusion_map", motion["occlusion_map"]),
+                       ("warped_encoder_maps", generated["warped_encoder_maps"]),
+                       ("driving_encode", encoded)):
+      out.update({f"eval/{name}/{i}": m for i, m in enumerate(maps)})
+    kp.train()
+    bg.train()
+    # Separate batches, as GeneratorFullModel runs the detector on source and driving.
+    out.update({"train/kp_source": kp(source)["fg_kp"], "train/kp_driving": kp(driving)["fg_kp"],
+                "train/bg_param": bg(source, driving)})
+  return {k: v.numpy() for k, v in out.items()}
+
+
+def git_head(path: str) -> str:
+  try:
+    return subprocess.run(["git", "-C", path, "rev-parse", "HEAD"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    return "unknown"
+
+
+def make_tpsmm_golden(reference_dir: str, out: str, seed: int = 0) -> None:
+  sizes = GOLDEN["tpsmm"]
+  mods = reference.import_reference(reference_dir, TPSMM_MODULES, narrow_resnet=True)
+  g = torch.Generator().manual_seed(seed)
+  torch.manual_seed(seed)
+  nets = build_tpsmm(mods, sizes, sizes["detector_width"], g)
+  s, b = sizes["image_size"], sizes["batch"]
+  source, driving = smooth_images((2, b, 3, s, s), g)
+  arrays = {f"sd/{entry}/{name}": value
+            for entry in ("kp_detector", "bg_predictor", "dense_motion_network",
+                          "inpainting_network")
+            for name, value in reference.numpy_state_dict(nets[entry]).items()}
+  # The stages in float64 (the same float32 weights, cast), stored as float32: see the docstring.
+  nets64 = {k: copy.deepcopy(v).double() for k, v in nets.items()}
+  arrays.update({k: v.astype(np.float32)
+                 for k, v in tpsmm_stages(nets64, source.double(), driving.double()).items()})
+  arrays.update({"in/source": source.numpy(), "in/driving": driving.numpy()})
+  meta = dict(model="tpsmm", sizes=sizes, seed=seed, reference_commit=git_head(reference_dir),
+              torch=torch.__version__)
+  arrays["meta"] = np.asarray(json.dumps(meta))
+  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+  np.savez_compressed(out, **arrays)
+  print(f"wrote {out}: {len(arrays)} arrays, {os.path.getsize(out) / 1e6:.2f} MB")
+
+
+def make_tpsmm_checkpoint(reference_dir: str, out: str, seed: int = 0) -> None:
+  mods = reference.import_reference(reference_dir, TPSMM_MODULES)
+  g = torch.Generator().manual_seed(seed)
+  torch.manual_seed(seed)
+  nets = build_tpsmm(mods, VOX256, 1.0, g)
+  params = [p for k in ("inpainting_network", "dense_motion_network", "kp_detector")
+            for p in nets[k].parameters()]
+  checkpoint = {k: v.state_dict() for k, v in nets.items()}
+  checkpoint["optimizer"] = torch.optim.Adam(params, lr=2e-4).state_dict()
+  torch.save(checkpoint, out)
+  n = sum(p.numel() for k, m in nets.items() if k != "avd_network" for p in m.parameters())
+  print(f"wrote {out}: vox-256 TPSMM with random weights, {n:,} parameters (without AVD)")
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--reference_dir", required=True)
+  parser.add_argument("--model", default="tpsmm", choices=sorted(GOLDEN))
+  parser.add_argument("--out", default=None, help="fixture path (default tests/data/golden_<model>"
+                      ".npz); '' to skip")
+  parser.add_argument("--full_checkpoint", default="", help="also write a full-size random "
+                      "checkpoint in the authors' format here")
+  parser.add_argument("--seed", type=int, default=0)
+  args = parser.parse_args()
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out = (os.path.join(root, "tests", "data", f"golden_{args.model}.npz") if args.out is None
+         else args.out)
+  if out:
+    make_tpsmm_golden(args.reference_dir, out, args.seed)
+  if args.full_checkpoint:
+    make_tpsmm_checkpoint(args.reference_dir, args.full_checkpoint, args.seed)
+
+
+if __name__ == "__main__":
+  main()
