@@ -20,6 +20,10 @@ r"""Animates a portrait (one-shot models) or a subject video (Head3D) with a dri
   line printed (stdout) sums up the frames, fps, duration and output path.
 * ``--relative`` (default): the source's keypoints follow the driving keypoints' motion from the
   first driving frame (the references' animation demo); ``--norelative``: absolute motion.
+* ``--out=x.npz`` instead writes the model's frames losslessly: ``prediction`` [T, S, S, 3],
+  the ``source`` [S, S, 3] and ``driving`` [T, S, S, 3] crops it was given (floats in [0, 1],
+  at the model's size) and ``fps``; ``tools/reference_animate.py`` runs an authors' model on the
+  same crops and compares.
 * The mp4 has the driving video's frame count, frame rate and audio; small models' frames are
   upscaled (nearest neighbour) to at least 256 px. ``--side_by_side``: [source | driving | result].
 * Without ``--config`` the run's own ``config.json`` is used; with it, its model must be the
@@ -65,7 +69,8 @@ _YAW = flags.DEFINE_list("yaw", ["0"], "Head3D: extra head yaw in degrees (a lis
 _PITCH = flags.DEFINE_list("pitch", ["0"], "Head3D: extra head pitch in degrees (a list).")
 _DRIVING = flags.DEFINE_string("driving", None, "Driving video (its audio is muxed in).",
                                required=True)
-_OUT = flags.DEFINE_string("out", None, "Output mp4 path.", required=True)
+_OUT = flags.DEFINE_string("out", None, "Output mp4 path (or .npz: the frames as floats, with "
+                           "the input crops).", required=True)
 _RELATIVE = flags.DEFINE_bool("relative", True, "Relative motion (else absolute).")
 _SIDE_BY_SIDE = flags.DEFINE_bool("side_by_side", False,
                                   "Write [source | driving | result] panels.")
@@ -330,10 +335,15 @@ def animate(checkpoint_path: str, driving_path: str, out: str, *, source_path: s
         result = model.animate(params, source, driving, relative=relative,
                                batch_stats=batch_stats, chunk=chunk, progress=progress)
     seconds += time.time() - start
-    frames = output_frames(result, *((source, driving) if side_by_side else ()))
     path = view_path(out, yaw, pitch, len(views) > 1)
     try:
-      video.write_video(path, frames, fps, audio, SAMPLE_RATE)
+      if path.endswith(".npz"):   # lossless: the model's inputs and outputs as floats
+        np.savez_compressed(path, prediction=np.asarray(result, np.float32),
+                            source=np.asarray(source, np.float32),
+                            driving=np.asarray(driving, np.float32), fps=np.float32(fps))
+      else:
+        video.write_video(path, output_frames(result, *((source, driving) if side_by_side
+                                                        else ())), fps, audio, SAMPLE_RATE)
     except OSError as e:
       raise AnimateError(f"--out={path}: cannot write ({one_line(e)}); choose a writable path"
                          ) from None

@@ -1,0 +1,75 @@
+"""launch.convert: an authors' checkpoint becomes a run that our launchers load like a trained one.
+
+The state dicts are the TPSMM golden fixture's (``tools/make_goldens.py``): the run written from
+them must predict the reference's own frames. Reading ``.pth`` files needs PyTorch, an optional
+extra; that part is tested when PyTorch is installed.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+
+from configs import tpsmm as tpsmm_config
+from launch import convert
+from launch import runs
+from minerf_jax import models
+from minerf_jax.train import checkpoint
+
+import _golden as goldens
+
+
+@pytest.fixture(scope="module")
+def golden():
+  return goldens.load_golden("tpsmm")
+
+
+def small_config(image_size: int):
+  config = tpsmm_config.get_config("test")
+  config.data.image_size = config.data.resolution = image_size
+  return config
+
+
+def test_converted_run_predicts_the_reference_frames(golden, tmp_path):
+  meta, state_dicts, ref = golden
+  workdir = str(tmp_path / "run")
+  config = small_config(meta["sizes"]["image_size"])
+  assert config.model.num_tps != meta["sizes"]["num_tps"]     # the checkpoint sets the sizes
+  convert.write_run("tpsmm", state_dicts, workdir, config)
+  saved = runs.load_config(workdir)
+  assert saved.model.num_tps == meta["sizes"]["num_tps"]
+  assert dict(saved.model.generator) == {**dict(config.model.generator),
+                                         **meta["sizes"]["generator"]}
+  model = models.build(saved)
+  params = checkpoint.load_params(workdir, model_name="tpsmm")
+  batch_stats = checkpoint.load_params(workdir, model_name="tpsmm", item="batch_stats")
+  batch = {k: goldens.nhwc(ref[f"in/{k}"]) for k in ("source", "driving")}
+  out = model.predict(params, batch, batch_stats=batch_stats)
+  goldens.close(out["kp_source"], ref["eval/kp_source"], "keypoints from the converted run")
+  goldens.close(out["prediction"], goldens.nhwc(ref["eval/prediction"]),
+                "prediction of the converted run (absolute motion, background)")
+  with pytest.raises(convert.ConvertError, match="already holds a checkpoint"):
+    convert.write_run("tpsmm", state_dicts, workdir, config)
+
+
+def test_a_torch_checkpoint_file_reads_back_as_its_state_dicts(golden, tmp_path):
+  path = str(tmp_path / "missing.pth.tar")
+  with pytest.raises(convert.ConvertError) as e:
+    convert.read_torch_checkpoint(path)
+  assert "\n" not in str(e.value)
+  if importlib.util.find_spec("torch") is None:   # the optional 'convert' extra
+    assert "pip install -e '.[convert]'" in str(e.value)
+    return
+  import torch  # pylint: disable=g-import-not-at-top
+  _, state_dicts, _ = golden
+  torch.save({k: {n: torch.from_numpy(v) for n, v in d.items()} for k, d in state_dicts.items()}
+             | {"epoch": 3}, path)
+  read = convert.read_torch_checkpoint(path)
+  assert read["epoch"] == 3
+  for entry, tensors in state_dicts.items():
+    assert read[entry].keys() == tensors.keys()
+    for name, value in tensors.items():
+      np.testing.assert_array_equal(read[entry][name], value)
+  assert os.path.getsize(path) > 0
