@@ -43,12 +43,13 @@ def prediction_psnr(model, state, batch):
   return float(10 * np.log10(1.0 / np.mean((np.asarray(pred) - batch["driving"]) ** 2)))
 
 
-def run(model, config, data, batch, steps, devices):
+def run(model, config, data, batch, steps, devices, strategy="jit"):
   params, stats, rng = loop.initial_variables(config, model, data)
   tx = loop.make_optimizer(config, model.trainable)
-  step = parallel.make_train_step(model, tx, "jit", parallel.make_mesh(devices))
-  state = step.put_state(state_lib.TrainState.create(params, tx, rng, stats))
+  step = parallel.make_train_step(model, tx, strategy, parallel.make_mesh(devices))
+  state = state_lib.TrainState.create(params, tx, rng, stats)
   before = prediction_psnr(model, state, batch)
+  state = step.put_state(state)
   for _ in range(steps):
     state, metrics = step(state, step.put_batch(batch))
   return before, step.get_state(state), jax.device_get(metrics)
@@ -111,6 +112,83 @@ def test_eight_devices_update_equals_one_device(pair_data, tmp_path_factory):
   assert not all(np.allclose(a, b) for a, b in zip(jax.tree.leaves(one.batch_stats),
                                                     jax.tree.leaves(stats0)))
   np.testing.assert_allclose(m8["loss"], m1["loss"], rtol=1e-4)
+
+
+def test_pmap_batchnorm_sees_the_global_batch(pair_data, tmp_path_factory):
+  """Under strategy=pmap the ResNets' BatchNorm averages its statistics over the step's device
+  axis: the keypoints and new running statistics of 8 devices with one pair each are those of
+  one device with all 8 (per-device statistics of single pairs would differ)."""
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  batch = pair_data.train_batch(3)   # 8 different pairs
+  config = test_config("tpsmm", tmp_path_factory)
+  net = models.build(config).net
+  variables = models.build(config).init_variables(jax.random.PRNGKey(0), batch)
+  detect = lambda n, x: n.keypoints(x, train=True)
+  one, one_stats = jax.jit(nn.apply(detect, net, mutable=["batch_stats"]))(
+      variables, batch["source"])
+  config.parallel.strategy = "pmap"
+  net = models.build(config).net
+  eight, eight_stats = jax.pmap(nn.apply(detect, net, mutable=["batch_stats"]),
+                                axis_name=parallel.DATA_AXIS, in_axes=(None, 0))(
+                                    variables, batch["source"][:, None])
+  np.testing.assert_allclose(np.asarray(eight)[:, 0], one, rtol=1e-4, atol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a)[0], b, rtol=1e-4,
+                                                       atol=1e-6), eight_stats, one_stats)
+
+
+def test_separate_detector_batches_update_the_statistics_in_the_references_order(
+    pair_data, tmp_path_factory):
+  """detector_batches='separate': the loss runs the detector on source, driving and the
+  equivariance frame, and the background predictor on both orders, as separate BatchNorm
+  batches; the new running statistics are those of these five calls in sequence."""
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  from minerf_jax import losses  # pylint: disable=g-import-not-at-top
+  config = test_config("tpsmm", tmp_path_factory, **{"model.detector_batches": "separate"})
+  model = models.build(config)
+  variables = model.init_variables(jax.random.PRNGKey(0), pair_data.example_batch())
+  batch = pair_data.train_batch(2)
+  rng = jax.random.PRNGKey(7)
+  loss = lambda m: jax.jit(lambda v: m.loss(v["params"], batch, rng, 0,
+                                             batch_stats=v["batch_stats"]))(variables)
+  _, (_, stats) = loss(model)
+  transformed, _ = losses.random_transform_frame(jax.random.split(rng)[0], batch["driving"])
+
+  def in_sequence(net):
+    for x in (batch["source"], batch["driving"], transformed):
+      net.keypoints(x, train=True)
+    net.background(batch["source"], batch["driving"], train=True)
+    net.background(batch["driving"], batch["source"], train=True)
+
+  _, expected = jax.jit(nn.apply(in_sequence, model.net, mutable=["batch_stats"]))(variables)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), stats,
+               expected["batch_stats"])
+  joint = models.build(test_config("tpsmm", tmp_path_factory))
+  _, (_, joint_stats) = loss(joint)
+  assert max(float(np.abs(a - b).max()) for a, b in zip(
+      jax.tree.leaves(joint_stats), jax.tree.leaves(stats))) > 1e-3
+
+
+def test_one_occlusion_mask_resized_to_every_scale(pair_data, tmp_path_factory):
+  """model.multi_mask=False (the reference's option): one mask from the dense motion network,
+  resized for each generator scale; the model predicts with it."""
+  config = test_config("tpsmm", tmp_path_factory, **{"model.multi_mask": False})
+  model = models.build(config)
+  variables = model.init_variables(jax.random.PRNGKey(0), pair_data.example_batch())
+  occlusion_convs = [k for k in variables["params"]["dense_motion"] if k.startswith("occlusion")]
+  assert occlusion_convs == ["occlusion0"]
+  batch = pair_data.train_batch(1)
+  pred = np.asarray(model.predict(variables["params"], batch,
+                                  variables["batch_stats"])["prediction"])
+  assert pred.shape == batch["driving"].shape and np.isfinite(pred).all()
+
+
+def test_dropout_schedule_is_the_references():
+  mc = tpsmm_config.get_config().model     # dropout from p=0.1, +0.3 per 10%, capped, until 35%
+  p = lambda t: float(animation.dropout_schedule(int(t * 1000), 1000, mc))
+  np.testing.assert_allclose([p(0), p(0.05), p(0.1), p(0.3), p(0.35)],
+                             [0.1, 0.25, 0.3, 0.3, 0.0], atol=1e-6)
+  mc.dropout_start_p = 0.0                  # the CPU variants: a ramp from 0
+  np.testing.assert_allclose([p(0), p(0.05), p(0.2)], [0.0, 0.15, 0.3], atol=1e-6)
 
 
 def _shared_prediction(tmp_path_factory, pair_data, name, **overrides):

@@ -536,3 +536,18 @@ def test_launcher_override_reaches_config_json_and_mismatch_exits_in_one_line(tm
                               "'toy_mlp' holds 'head/kernel' with (8, 2) float32 but the config "
                               "builds (16, 2) float32")
   assert errors[0].endswith("use a fresh --workdir or a config that matches the checkpoint")
+
+
+def test_per_module_inf_norm_clipping_is_torchs():
+  """optimizer.clip_inf_norm: PyTorch's clip_grad_norm_(norm_type=inf) on each named module."""
+  tx = loop.clip_modules_by_inf_norm(10.0, ("a", "b"))
+  grads = {"a": {"x": jnp.array([20.0, -5.0]), "y": jnp.array([1.0])},
+           "b": {"z": jnp.array([-4.0])}, "c": {"w": jnp.array([100.0])}}
+  out, _ = tx.update(grads, tx.init(grads))
+  coef = 10.0 / (20.0 + 1e-6)   # a: max |g| = 20 > 10; b is under the bound; c is not clipped
+  np.testing.assert_allclose(out["a"]["x"], [20.0 * coef, -5.0 * coef], rtol=1e-6)
+  np.testing.assert_allclose(out["a"]["y"], [coef], rtol=1e-6)
+  np.testing.assert_array_equal(out["b"]["z"], [-4.0])
+  np.testing.assert_array_equal(out["c"]["w"], [100.0])
+  with pytest.raises(ValueError, match=r"clip_modules names \['d'\]"):
+    loop.clip_modules_by_inf_norm(10.0, ("d",)).update(grads, None)

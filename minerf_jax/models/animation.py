@@ -49,6 +49,7 @@ import numpy as np
 
 from minerf_jax import losses
 from minerf_jax import metrics
+from minerf_jax.data import augment
 from minerf_jax.data import pipeline
 from minerf_jax.motion import correlation
 from minerf_jax.motion import dense_motion
@@ -60,6 +61,12 @@ from minerf_jax.motion import warp
 
 SYSTEMS = ("tpsmm", "mcnet", "mrfa")
 ON_OFF = ("on", "off")
+DETECTOR_BATCHES = ("separate", "joint")
+# config.data.augment: the references' vox-256 values (data/augment.py) and all off.
+AUGMENT_REFERENCE = dict(time_flip=True, horizontal_flip=True, brightness=0.1, contrast=0.1,
+                         saturation=0.1, hue=0.1)
+AUGMENT_OFF = dict(time_flip=False, horizontal_flip=False, brightness=0.0, contrast=0.0,
+                   saturation=0.0, hue=0.0)
 
 
 def batch_spec(config: ml_collections.ConfigDict) -> str:
@@ -78,18 +85,22 @@ class AnimationNet(nn.Module):
   memory_kw: dict
   refine_kw: dict
   use_memory: bool = True
+  multi_mask: bool = True
+  bn_axis_name: str | None = None
 
   def setup(self):
     if self.system not in SYSTEMS:
       raise ValueError(f"config.model.name={self.system!r}; choose one of {SYSTEMS}")
     num_scales = self.generator_kw.get("num_down_blocks", 3) + 1
     self.detector = keypoints.KeypointDetector(self.num_tps, self.points_per_tps,
-                                               self.detector_width)
-    self.bg_predictor = keypoints.BackgroundMotionPredictor(self.detector_width)
+                                               self.detector_width, self.bn_axis_name)
+    self.bg_predictor = keypoints.BackgroundMotionPredictor(self.detector_width,
+                                                            self.bn_axis_name)
     self.dense_motion = dense_motion.DenseMotionNetwork(
         num_tps=self.num_tps, points_per_tps=self.points_per_tps,
-        num_occlusion_masks=num_scales, **self.dense_motion_kw)
-    self.generator = generator_lib.InpaintingGenerator(**self.generator_kw)
+        num_occlusion_masks=num_scales, multi_mask=self.multi_mask, **self.dense_motion_kw)
+    self.generator = generator_lib.InpaintingGenerator(multi_mask=self.multi_mask,
+                                                       **self.generator_kw)
     if self.system == "mcnet":
       self.memory = memory_lib.MemoryCompensation(**self.memory_kw)
     if self.system == "mrfa":
@@ -115,11 +126,11 @@ class AnimationNet(nn.Module):
     maps = self.generator.encode(source)
     occlusion = motion["occlusion_map"]
     deformation = motion["deformation"]
-    warped = generator_lib.warp_features(maps, deformation, occlusion)
+    warped = generator_lib.warp_features(maps, deformation, occlusion, self.multi_mask)
     out = {"kp_source": kp_source, "kp_driving": kp_driving, "motion": motion,
            # Warp-loss routing of the reference (features detached, flow not), on the prior flow.
            "warped_encoder_maps": generator_lib.warp_features(
-               maps, deformation, occlusion, detach_features=True)}
+               maps, deformation, occlusion, self.multi_mask, detach_features=True)}
     if self.system == "mcnet":
       warped, out["memory"] = self.memory(warped, kp_source, memory=self.use_memory)
     elif self.system == "mrfa":
@@ -128,7 +139,8 @@ class AnimationNet(nn.Module):
                                         refined["deformation"])
       out["refined"] = refined
     deformed = warp.warp(source, deformation)
-    out["prediction"] = self.generator.decode(warped, deformed, occlusion[-1])
+    last = generator_lib.mask_at(occlusion, -1, source.shape[1:3], len(occlusion) > 1)
+    out["prediction"] = self.generator.decode(warped, deformed, last)
     out["deformed"] = deformed
     out["occlusion_map"] = occlusion
     return out
@@ -155,11 +167,18 @@ def net_from_config(config: ml_collections.ConfigDict) -> AnimationNet:
   refine_kw = dict(mc.get("refine", {}))
   if system == "mrfa":
     refine_kw["refine_steps"] = int(mc.refine_steps)
+  batches = str(mc.get("detector_batches", "joint"))
+  if batches not in DETECTOR_BATCHES:
+    raise ValueError(f"config.model.detector_batches={batches!r}; use one of {DETECTOR_BATCHES}")
+  # Under strategy=pmap the ResNets' BatchNorm averages its statistics over the step's device
+  # axis (parallel.DATA_AXIS), so that it sees the global batch as it does under jit.
+  pmap = config.get("parallel", {}).get("strategy", "jit") == "pmap"
   return AnimationNet(
       system=system, num_tps=int(mc.num_tps), points_per_tps=int(mc.points_per_tps),
       detector_width=float(mc.detector_width), dense_motion_kw=dict(mc.dense_motion),
       generator_kw=dict(mc.generator), memory_kw=dict(mc.get("memory_bank", {})),
-      refine_kw=refine_kw, use_memory=memory == "on")
+      refine_kw=refine_kw, use_memory=memory == "on",
+      multi_mask=bool(mc.get("multi_mask", True)), bn_axis_name="data" if pmap else None)
 
 
 def perceptual_features(config: ml_collections.ConfigDict) -> losses.PerceptualFeatures:
@@ -213,6 +232,29 @@ def schedule_value(step: jax.Array, total_steps: int, start: float, end: float,
   return jnp.where((t >= start) & (t < end), ramped, 0.0)
 
 
+def dropout_schedule(step: jax.Array, total_steps: int, mc: ml_collections.ConfigDict
+                     ) -> jax.Array:
+  """TPSMM's transform-dropout probability at ``step``: ``min(start + max * t / ramp, max)`` for
+  ``t = step / total_steps`` below ``dropout_until``, else 0 (the reference, in epochs:
+  ``min(epoch / dropout_inc_epoch * dropout_maxp + dropout_startp, dropout_maxp)`` before
+  ``dropout_epoch``)."""
+  t = jnp.asarray(step, jnp.float32) / max(int(total_steps), 1)
+  top, ramp = float(mc.dropout_p), float(mc.dropout_ramp)
+  p = (jnp.minimum(float(mc.get("dropout_start_p", 0.0)) + top * t / ramp, top) if ramp > 0
+       else jnp.asarray(top, jnp.float32))
+  return jnp.where(t < float(mc.dropout_until), p, 0.0)
+
+
+def augment_options(config: ml_collections.ConfigDict) -> dict:
+  """``augment.augment_pair`` keywords of ``config.data.augment``; {} when it does nothing."""
+  options = dict(config.data.get("augment", None) or {})
+  unknown = set(options) - set(AUGMENT_OFF)
+  if unknown:
+    raise ValueError(f"config.data.augment has unknown field(s) {sorted(unknown)}; fields: "
+                     f"{sorted(AUGMENT_OFF)}")
+  return options if any(options.values()) else {}
+
+
 def _pad_to(x: np.ndarray, n: int) -> np.ndarray:
   return np.concatenate([x, np.repeat(x[-1:], n - len(x), 0)]) if len(x) < n else x
 
@@ -253,18 +295,27 @@ class AnimationModel:
     total_steps = int(self.config.total_steps)
     source, driving = batch["source"], batch["driving"]
     b = source.shape[0]
+    augment_kw = augment_options(self.config)
+    if augment_kw:   # only then a third key: runs without augmentation keep their draws
+      rng, rng_aug = jax.random.split(rng)
+      source, driving = augment.augment_pair(rng_aug, source, driving, **augment_kw)
     rng_eq, rng_drop = jax.random.split(rng)
     transformed, transform = losses.random_transform_frame(rng_eq, driving)
     bg_on = schedule_value(step, total_steps, float(mc.bg_start), float("inf"), 0.0, 1.0) > 0
-    dropout_p = schedule_value(step, total_steps, 0.0, float(mc.dropout_until),
-                               float(mc.dropout_ramp), float(mc.dropout_p))
+    dropout_p = dropout_schedule(step, total_steps, mc)
+    separate = str(mc.get("detector_batches", "joint")) == "separate"
 
     def forward(net):
-      kp = net.keypoints(jnp.concatenate([source, driving, transformed]), train=True)
-      kp_s, kp_d, kp_t = kp[:b], kp[b:2 * b], kp[2 * b:]
-      pair = net.background(jnp.concatenate([source, driving]),
-                            jnp.concatenate([driving, source]), train=True)
-      bg, bg_reverse = pair[:b], pair[b:]
+      if separate:   # the reference: three detector batches and two background ones
+        kp_s, kp_d, kp_t = (net.keypoints(x, train=True) for x in (source, driving, transformed))
+        bg, bg_reverse = (net.background(source, driving, train=True),
+                          net.background(driving, source, train=True))
+      else:
+        kp = net.keypoints(jnp.concatenate([source, driving, transformed]), train=True)
+        kp_s, kp_d, kp_t = kp[:b], kp[b:2 * b], kp[2 * b:]
+        pair = net.background(jnp.concatenate([source, driving]),
+                              jnp.concatenate([driving, source]), train=True)
+        bg, bg_reverse = pair[:b], pair[b:]
       eye = jnp.broadcast_to(jnp.eye(3, dtype=bg.dtype), bg.shape)
       out = net.animate(source, kp_s, kp_d, jnp.where(bg_on, bg, eye), dropout_p)
       out["driving_features"] = net.driving_features(driving, out["motion"]["occlusion_map"])

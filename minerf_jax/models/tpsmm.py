@@ -40,10 +40,16 @@ def model_config(size: str = "full", name: str = "tpsmm") -> ml_collections.Conf
       detector_width=1.0 if full else (0.25 if size == "cpu" else 0.125),  # ResNet-18 widths
       dense_motion=dict(scale_factor=0.25, kp_variance=0.01, **dense),
       generator=dict(num_channels=3, num_down_blocks=3, **gen),
+      multi_mask=True,       # one occlusion mask per generator scale (False: one, resized)
       bg_start=0.1,          # background affine from 10% of the schedule (reference: epoch 10/100)
       dropout_p=0.3,         # transform dropout: max probability (reference dropout_maxp)
-      dropout_ramp=0.1,      # ramp 0 -> dropout_p over this fraction (reference: 10 epochs)
+      dropout_start_p=0.1,   # ... at step 0 (reference dropout_startp)
+      dropout_ramp=0.1,      # + dropout_p per this fraction, capped (reference: 10 epochs)
       dropout_until=0.35,    # no dropout from this fraction on (reference: epoch 35)
+      # 'separate': the detector sees source, driving and the equivariance frame as three
+      # BatchNorm batches and the background predictor its two orders as two, as in the
+      # reference's training step; 'joint': one batch each (cheaper, shared statistics).
+      detector_batches="separate",
   ))
 
 

@@ -39,7 +39,7 @@ from minerf_jax.motion.dense_motion import UpBlock
 from minerf_jax.motion.dense_motion import conv
 
 
-def _mask_at(occlusion: Sequence[jax.Array], index: int, shape: Sequence[int],
+def mask_at(occlusion: Sequence[jax.Array], index: int, shape: Sequence[int],
              multi_mask: bool) -> jax.Array:
   """Occlusion mask for a level: the ``index``-th (multi-mask) or the single one resized."""
   if multi_mask:
@@ -58,7 +58,7 @@ def warp_features(encoder_maps: Sequence[jax.Array], deformation: jax.Array,
   stop = jax.lax.stop_gradient if detach_features else (lambda x: x)
   out = []
   for i, feats in enumerate(reversed(encoder_maps)):
-    mask = _mask_at(occlusion, i, feats.shape[1:3], multi_mask)
+    mask = mask_at(occlusion, i, feats.shape[1:3], multi_mask)
     out.append(warp.warp(stop(feats), deformation) * stop(mask))
   return out
 
@@ -125,7 +125,7 @@ class InpaintingGenerator(nn.Module):
     for_loss = warp_features(encoder_maps, deformation, occlusion, self.multi_mask,
                              detach_features=True)
     deformed_source = warp.warp(source, deformation)
-    occlusion_last = _mask_at(occlusion, -1, source.shape[1:3], self.multi_mask)
+    occlusion_last = mask_at(occlusion, -1, source.shape[1:3], self.multi_mask)
     return {"prediction": self.decode(warped, deformed_source, occlusion_last),
             "deformed": deformed_source, "warped_features": warped,
             "warped_encoder_maps": for_loss, "encoder_maps": encoder_maps,
@@ -141,6 +141,6 @@ class InpaintingGenerator(nn.Module):
     maps = self.encode(driving)
     out = []
     for i, feats in enumerate(reversed(maps)):
-      mask = _mask_at(occlusion, i, feats.shape[1:3], self.multi_mask)
+      mask = mask_at(occlusion, i, feats.shape[1:3], self.multi_mask)
       out.append(jax.lax.stop_gradient(feats * mask))
     return out

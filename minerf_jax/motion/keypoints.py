@@ -18,7 +18,9 @@ PyTorch-default ``fc`` weight init (zero bias). Padding is explicit (PyTorch's s
 not ``'SAME'``, so stride-2 layers see the same pixels.
 ``width`` multiplies all channel counts (64, 128, 256, 512) so tests can build tiny networks;
 ``width=1`` is the reference. BatchNorm statistics live in the ``batch_stats`` collection: pass
-``train=True`` and ``mutable=['batch_stats']`` when training.
+``train=True`` and ``mutable=['batch_stats']`` when training. ``axis_name``: inside a ``pmap``
+over that axis, training-mode BatchNorm normalises over all devices' shards (the global batch, as
+under ``jit``); None outside one. Eval mode uses the running averages and needs no axis.
 """
 from __future__ import annotations
 
@@ -41,11 +43,12 @@ class BasicBlock(nn.Module):
   """ResNet basic block: two 3x3 conv + BN, identity or 1x1-projection shortcut."""
   features: int
   strides: int = 1
+  axis_name: str | None = None
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     norm = lambda name: nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                                     name=name)
+                                     axis_name=self.axis_name if train else None, name=name)
     y = nn.Conv(self.features, (3, 3), self.strides, padding=_pad(1), use_bias=False,
                 kernel_init=_conv_init, name="conv1")(x)
     y = nn.relu(norm("bn1")(y))
@@ -67,24 +70,28 @@ class ResNet18(nn.Module):
     width: channel multiplier (1.0 = 64/128/256/512).
     stage_sizes: basic blocks per stage.
     fc_kernel_init, fc_bias_init: initialisers of the final layer.
+    axis_name: BatchNorm's device axis (module docstring).
   """
   num_outputs: int
   width: float = 1.0
   stage_sizes: Sequence[int] = (2, 2, 2, 2)
   fc_kernel_init: nn.initializers.Initializer = _torch_default_init
   fc_bias_init: nn.initializers.Initializer = nn.initializers.zeros_init()
+  axis_name: str | None = None
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     base = max(1, int(round(64 * self.width)))
     x = nn.Conv(base, (7, 7), (2, 2), padding=_pad(3), use_bias=False, kernel_init=_conv_init,
                 name="conv1")(x)
-    x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name="bn1")(x)
+    x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                     axis_name=self.axis_name if train else None, name="bn1")(x)
     x = nn.max_pool(nn.relu(x), (3, 3), (2, 2), padding=_pad(1))
     for stage, blocks in enumerate(self.stage_sizes):
       for block in range(blocks):
         strides = 2 if stage > 0 and block == 0 else 1
-        x = BasicBlock(base * 2 ** stage, strides, name=f"layer{stage + 1}_{block}")(x, train)
+        x = BasicBlock(base * 2 ** stage, strides, self.axis_name,
+                       name=f"layer{stage + 1}_{block}")(x, train)
     x = jnp.mean(x, axis=(1, 2))
     return nn.Dense(self.num_outputs, kernel_init=self.fc_kernel_init,
                     bias_init=self.fc_bias_init, name="fc")(x)
@@ -97,15 +104,17 @@ class KeypointDetector(nn.Module):
     num_tps: number of thin-plate-spline transforms K (vox-256: 10).
     points_per_tps: control points per transform (5 in TPSMM).
     width: ResNet-18 channel multiplier.
+    axis_name: BatchNorm's device axis (module docstring).
   """
   num_tps: int = 10
   points_per_tps: int = 5
   width: float = 1.0
+  axis_name: str | None = None
 
   @nn.compact
   def __call__(self, image: jax.Array, train: bool = False) -> jax.Array:
     n = self.num_tps * self.points_per_tps
-    out = ResNet18(n * 2, self.width, name="fg_encoder")(image, train)
+    out = ResNet18(n * 2, self.width, axis_name=self.axis_name, name="fg_encoder")(image, train)
     return (2.0 * nn.sigmoid(out) - 1.0).reshape(image.shape[0], n, 2)
 
 
@@ -114,15 +123,17 @@ class BackgroundMotionPredictor(nn.Module):
 
   Attributes:
     width: ResNet-18 channel multiplier.
+    axis_name: BatchNorm's device axis (module docstring).
   """
   width: float = 1.0
+  axis_name: str | None = None
 
   @nn.compact
   def __call__(self, source: jax.Array, driving: jax.Array, train: bool = False) -> jax.Array:
     identity_bias = lambda key, shape, dtype=jnp.float32: jnp.asarray(
         [1, 0, 0, 0, 1, 0], dtype)
     out = ResNet18(6, self.width, fc_kernel_init=nn.initializers.zeros_init(),
-                   fc_bias_init=identity_bias, name="bg_encoder")(
+                   fc_bias_init=identity_bias, axis_name=self.axis_name, name="bg_encoder")(
                        jnp.concatenate([source, driving], axis=-1), train)
     bottom = jnp.broadcast_to(jnp.asarray([0, 0, 1], out.dtype), (out.shape[0], 1, 3))
     return jnp.concatenate([out.reshape(-1, 2, 3), bottom], axis=1)

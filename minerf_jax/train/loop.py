@@ -24,6 +24,7 @@ import os
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
@@ -76,6 +77,32 @@ def learning_rate_schedule(opt: ml_collections.ConfigDict, total_steps: int) -> 
   return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), decay], [warmup])
 
 
+def clip_modules_by_inf_norm(max_norm: float, modules: tuple[str, ...]
+                             ) -> optax.GradientTransformation:
+  """PyTorch's ``clip_grad_norm_(net.parameters(), max_norm, norm_type=inf)`` for each top-level
+  parameter subtree named in ``modules`` separately: its gradients are scaled by
+  ``max_norm / (max|g| + 1e-6)`` when that is below 1. Other subtrees pass unchanged."""
+
+  def update(updates, state, params=None):
+    del params
+    missing = [m for m in modules if m not in updates]
+    if missing:
+      raise ValueError(f"config.optimizer.clip_modules names {missing}, not parameters of this "
+                       f"model (it has {sorted(updates)})")
+
+    def clip(tree):
+      leaves = jax.tree.leaves(tree)
+      if not leaves:
+        return tree
+      norm = jnp.max(jnp.stack([jnp.max(jnp.abs(g)) for g in leaves]))
+      scale = jnp.minimum(1.0, max_norm / (norm + 1e-6))
+      return jax.tree.map(lambda g: g * scale.astype(g.dtype), tree)
+
+    return {k: clip(v) if k in modules else v for k, v in updates.items()}, state
+
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
 def make_optimizer(config: ml_collections.ConfigDict, trainable: Callable[[PyTree], PyTree],
                    schedule: optax.Schedule | None = None) -> optax.GradientTransformation:
   """Adam (+ optional global-norm clipping) on trainable leaves, ``set_to_zero`` on frozen ones."""
@@ -84,6 +111,8 @@ def make_optimizer(config: ml_collections.ConfigDict, trainable: Callable[[PyTre
   chain = []
   if opt.get("grad_clip", 0.0) and opt.grad_clip > 0:
     chain.append(optax.clip_by_global_norm(float(opt.grad_clip)))
+  if opt.get("clip_inf_norm", 0.0) and opt.clip_inf_norm > 0:
+    chain.append(clip_modules_by_inf_norm(float(opt.clip_inf_norm), tuple(opt.clip_modules)))
   chain.append(optax.adam(schedule, b1=opt.get("b1", 0.9), b2=opt.get("b2", 0.999),
                           eps=opt.get("eps", 1e-8)))
 
