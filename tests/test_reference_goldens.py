@@ -17,6 +17,7 @@ import pytest
 from configs import tpsmm as tpsmm_config
 from minerf_jax.models import animation
 from minerf_jax.models import torch_import
+from minerf_jax.motion import fomm
 from minerf_jax.motion import keypoints
 
 from _golden import close
@@ -145,3 +146,53 @@ def test_sizes_are_read_from_the_checkpoint():
   assert sizes == {"num_tps": s["num_tps"], "detector_width": s["detector_width"],
                    **{f"generator.{k}": v for k, v in s["generator"].items()},
                    **{f"dense_motion.{k}": v for k, v in s["dense_motion"].items()}}
+
+
+# ------------------------------------------------------------------------ MCNet's FOMM parts
+
+
+@pytest.fixture(scope="module")
+def mcnet_golden():
+  meta, state_dicts, arrays = load_golden("mcnet")
+  sizes = meta["sizes"]
+  detector = fomm.KeypointDetector(num_kp=sizes["num_kp"], **sizes["kp_detector"])
+  motion = fomm.DenseMotionNetwork(num_kp=sizes["num_kp"], **sizes["dense_motion"])
+  source, driving = (jnp.asarray(nhwc(arrays[f"in/{k}"])) for k in ("source", "driving"))
+  kp = {"value": jnp.asarray(arrays["eval/kp_source"]),
+        "jacobian": jnp.asarray(arrays["eval/jacobian_source"])}
+  expected = {}
+  for name, net, args in (("detector", detector, (source,)),
+                          ("dense_motion", motion, (source, kp, kp))):
+    tree = jax.eval_shape(lambda n=net, a=args: n.init(jax.random.key(0), *a))
+    for collection, sub in tree.items():
+      expected.setdefault(collection, {})[name] = sub
+  variables, _ = torch_import.convert_table(torch_import.FOMM_PARTS, state_dicts, expected)
+  variables = jax.tree.map(jnp.asarray, variables)
+  part = lambda name: {c: t[name] for c, t in variables.items()}
+  return detector, motion, part("detector"), part("dense_motion"), arrays, source, driving
+
+
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_mcnet_fomm_keypoints_and_dense_motion_match_the_reference(mcnet_golden, mode):
+  detector, motion, v_det, v_motion, ref, source, driving = mcnet_golden
+  train = mode == "train"
+  run = lambda net, v: jax.jit(lambda *a: net.apply(v, *a, train=train,
+                                                     mutable=["batch_stats"] if train else False))
+  unpack = (lambda out: out[0]) if train else (lambda out: out)
+  for name, image in (("source", source), ("driving", driving)):   # two BatchNorm batches
+    kp = unpack(run(detector, v_det)(image))
+    close(kp["value"], ref[f"{mode}/kp_{name}"], f"{mode} keypoints of the {name}")
+    close(kp["jacobian"], ref[f"{mode}/jacobian_{name}"], f"{mode} Jacobians of the {name}")
+  kp_s = {"value": jnp.asarray(ref[f"{mode}/kp_source"]),
+          "jacobian": jnp.asarray(ref[f"{mode}/jacobian_source"])}
+  kp_d = {"value": jnp.asarray(ref[f"{mode}/kp_driving"]),
+          "jacobian": jnp.asarray(ref[f"{mode}/jacobian_driving"])}
+  out = unpack(run(motion, v_motion)(source, kp_s, kp_d))
+  close(out["deformation"], ref[f"{mode}/deformation"], f"{mode} dense flow")
+  close(np.moveaxis(np.asarray(out["mask"]), -1, 1), ref[f"{mode}/mask"], f"{mode} masks")
+  close(np.moveaxis(np.asarray(out["sparse_deformed"]), -1, 2), ref[f"{mode}/sparse_deformed"],
+        f"{mode} source warped by each local affine motion")
+  close(out["occlusion_map"][0], nhwc(ref[f"{mode}/occlusion_map"]), f"{mode} occlusion map")
+  # Not trivial: the Jacobians are not the identity and the keypoints not at the centre.
+  assert float(np.abs(ref[f"{mode}/jacobian_source"] - np.eye(2)).max()) > 1e-2
+  assert float(np.abs(ref[f"{mode}/kp_source"]).max()) > 1e-2

@@ -2,6 +2,7 @@ r"""Golden-output fixtures (and full-size checkpoints) from the authors' code, f
 
   python tools/make_goldens.py --reference_dir=PATH/Thin-Plate-Spline-Motion-Model --model=tpsmm \
       [--out=tests/data/golden_tpsmm.npz] [--full_checkpoint=/tmp/tpsmm_random.pth.tar]
+  python tools/make_goldens.py --reference_dir=PATH/ICCV2023-MCNET --model=mcnet
 
 Needs PyTorch (``pip install -e .[convert]``) and a checkout of the authors' repository; neither
 enters this repository. It builds the reference model at a reduced width (``GOLDEN`` below), with
@@ -46,6 +47,13 @@ GOLDEN = {
                   generator=dict(block_expansion=4, max_features=16, num_down_blocks=3),
                   dense_motion=dict(block_expansion=4, max_features=16, num_blocks=3,
                                     scale_factor=0.25)),
+    # MCNet's FOMM parts (modules/keypoint_detector.py: KPDetector, modules/dense_motion.py:
+    # DenseMotionNetwork); its generator follows.
+    "mcnet": dict(num_kp=4, image_size=64, batch=2,
+                  kp_detector=dict(block_expansion=8, max_features=32, num_blocks=3,
+                                   temperature=0.1, scale_factor=0.25),
+                  dense_motion=dict(block_expansion=8, max_features=32, num_blocks=3,
+                                    scale_factor=0.25)),
 }
 VOX256 = dict(num_tps=10, generator=dict(block_expansion=64, max_features=512, num_down_blocks=3),
               dense_motion=dict(block_expansion=64, max_features=1024, num_blocks=5,
@@ -58,10 +66,11 @@ def randomize(module: nn.Module, generator: torch.Generator) -> None:
   """Norm affines and BatchNorm statistics drawn around their defaults (module docstring)."""
   with torch.no_grad():
     for m in module.modules():
-      if isinstance(m, (nn.BatchNorm2d, nn.InstanceNorm2d)) and m.affine:
+      batch_norm = isinstance(m, nn.modules.batchnorm._BatchNorm)  # also SynchronizedBatchNorm2d
+      if (batch_norm or isinstance(m, nn.InstanceNorm2d)) and m.affine:
         m.weight.copy_(0.5 + torch.rand(m.weight.shape, generator=generator))
         m.bias.copy_(0.1 * torch.randn(m.bias.shape, generator=generator))
-      if isinstance(m, nn.BatchNorm2d):
+      if batch_norm:
         m.running_mean.copy_(0.1 * torch.randn(m.running_mean.shape, generator=generator))
         m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=generator))
 
@@ -132,6 +141,58 @@ def tpsmm_stages(nets: dict, source: torch.Tensor, driving: torch.Tensor) -> dic
   return {k: v.numpy() for k, v in out.items()}
 
 
+MCNET_MODULES = ["modules.keypoint_detector", "modules.dense_motion"]
+
+
+def make_mcnet_golden(reference_dir: str, out: str, seed: int = 0) -> None:
+  """MCNet's FOMM keypoint detector and dense motion network (the generator is still ours)."""
+  sizes = GOLDEN["mcnet"]
+  mods = reference.import_reference(reference_dir, MCNET_MODULES)
+  g = torch.Generator().manual_seed(seed)
+  torch.manual_seed(seed)
+  kp = mods["modules.keypoint_detector"].KPDetector(
+      num_kp=sizes["num_kp"], num_channels=3, estimate_jacobian=True, **sizes["kp_detector"])
+  dm = mods["modules.dense_motion"].DenseMotionNetwork(
+      num_kp=sizes["num_kp"], num_channels=3, estimate_occlusion_map=True,
+      **sizes["dense_motion"])
+  for m in (kp, dm):
+    randomize(m, g)
+  with torch.no_grad():   # zero-initialised Jacobian head: small random weights
+    kp.jacobian.weight.copy_(0.01 * torch.randn(kp.jacobian.weight.shape, generator=g))
+  s, b = sizes["image_size"], sizes["batch"]
+  source, driving = smooth_images((2, b, 3, s, s), g)
+  arrays = {f"sd/{entry}/{name}": value for entry, net in (("kp_detector", kp),
+                                                           ("dense_motion_network", dm))
+            for name, value in reference.numpy_state_dict(net).items()}
+  kp64, dm64 = copy.deepcopy(kp).double(), copy.deepcopy(dm).double()
+  source, driving = source.double(), driving.double()
+  stages = {}
+  with torch.no_grad():
+    for mode in ("eval", "train"):
+      for m in (kp64, dm64):
+        m.train(mode == "train")
+      kp_s, kp_d = kp64(source), kp64(driving)   # two batches, as GeneratorFullModel runs them
+      motion = dm64(source_image=source, kp_driving=kp_d, kp_source=kp_s)
+      stages.update({f"{mode}/kp_source": kp_s["value"], f"{mode}/jacobian_source": kp_s["jacobian"],
+                  f"{mode}/kp_driving": kp_d["value"],
+                  f"{mode}/jacobian_driving": kp_d["jacobian"],
+                  f"{mode}/deformation": motion["deformation"], f"{mode}/mask": motion["mask"],
+                  f"{mode}/sparse_deformed": motion["sparse_deformed"],
+                  f"{mode}/occlusion_map": motion["occlusion_map"]})
+  arrays.update({k: v.numpy().astype(np.float32) for k, v in stages.items()})
+  arrays.update({"in/source": source.float().numpy(), "in/driving": driving.float().numpy()})
+  meta = dict(model="mcnet", sizes=sizes, seed=seed, reference_commit=git_head(reference_dir),
+              torch=torch.__version__, parts=["kp_detector", "dense_motion_network"])
+  arrays["meta"] = np.asarray(json.dumps(meta))
+  np.savez_compressed(out_file(out), **arrays)
+  print(f"wrote {out}: {len(arrays)} arrays, {os.path.getsize(out) / 1e6:.2f} MB")
+
+
+def out_file(path: str) -> str:
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  return path
+
+
 def git_head(path: str) -> str:
   try:
     return subprocess.run(["git", "-C", path, "rev-parse", "HEAD"], capture_output=True,
@@ -193,8 +254,11 @@ def main() -> None:
   out = (os.path.join(root, "tests", "data", f"golden_{args.model}.npz") if args.out is None
          else args.out)
   if out:
-    make_tpsmm_golden(args.reference_dir, out, args.seed)
+    {"tpsmm": make_tpsmm_golden, "mcnet": make_mcnet_golden}[args.model](
+        args.reference_dir, out, args.seed)
   if args.full_checkpoint:
+    if args.model != "tpsmm":
+      raise SystemExit("error: --full_checkpoint is built for --model=tpsmm only so far")
     make_tpsmm_checkpoint(args.reference_dir, args.full_checkpoint, args.seed)
 
 

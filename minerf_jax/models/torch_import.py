@@ -46,6 +46,16 @@ _DENSE_MOTION = [(r"^hourglass\.encoder\.down_blocks\.(\d+)", r"hourglass.down\1
 _GENERATOR = [(r"^down_blocks\.(\d+)", r"down_blocks_\1"), (r"^up_blocks\.(\d+)", r"up_blocks_\1"),
               (r"^resblock\.(\d+)", lambda m: f"res_blocks_{int(m[1]) // 2}_{int(m[1]) % 2}")]
 
+# FOMM's hourglass detector and dense motion network (MCNet's base; motion/fomm.py).
+_FOMM_DETECTOR = [(r"^predictor\.encoder\.down_blocks\.(\d+)", r"predictor.down\1"),
+                  (r"^predictor\.decoder\.up_blocks\.(\d+)", r"predictor.up\1")]
+_FOMM_DENSE_MOTION = [(r"^hourglass\.encoder\.down_blocks\.(\d+)", r"hourglass.down\1"),
+                      (r"^hourglass\.decoder\.up_blocks\.(\d+)", r"hourglass.up\1")]
+FOMM_PARTS = {
+    "kp_detector": ("detector", _FOMM_DETECTOR, ("down.weight",), False),
+    "dense_motion_network": ("dense_motion", _FOMM_DENSE_MOTION, ("down.weight",), False),
+}
+
 # model -> {checkpoint entry: (our submodule, rename rules, dropped tensor names, optional)}
 MODULES: dict[str, dict[str, tuple[str, list[Rule], tuple[str, ...], bool]]] = {
     "tpsmm": {
@@ -125,7 +135,14 @@ def convert(model: str, state_dicts: StateDicts, expected: Mapping,
   """
   if model not in MODULES:
     raise ConversionError(f"no converter for model {model!r}; supported: {supported_models()}")
-  table = MODULES[model]
+  return convert_table(MODULES[model], state_dicts, expected, default, model)
+
+
+def convert_table(table: Mapping, state_dicts: StateDicts, expected: Mapping,
+                  default: Mapping | None = None, model: str = "this model"
+                  ) -> tuple[dict, list[str]]:
+  """``convert`` with an explicit table ``{entry: (our submodule, rules, dropped, optional)}``
+  (``MODULES[model]``, or a model's parts such as ``FOMM_PARTS``)."""
   report = []
   unknown = [k for k in state_dicts if k not in table and k not in SKIPPED]
   if unknown:

@@ -28,7 +28,9 @@ schedule does not recompile.
 Blocks (``modules/util.py``): ``SameBlock`` conv-IN-ReLU, ``DownBlock`` conv-IN-ReLU-avgpool/2,
 ``UpBlock`` nearest x2-conv-IN-ReLU, ``ResBlock`` pre-activation IN-ReLU-conv twice plus the
 input. Instance norm is affine with eps 1e-5 (``nn.InstanceNorm2d(affine=True)``); convs have
-biases and PyTorch's default weight init. Before the hourglass the source is low-passed by a
+biases and PyTorch's default weight init. ``norm='batch'`` swaps every instance norm for
+BatchNorm, as FOMM and MCNet build the same blocks (``motion/fomm.py``); the blocks then take
+``train``. Before the hourglass the source is low-passed by a
 Gaussian (sigma = (1/s - 1)/2) and nearest-subsampled (``AntiAliasInterpolation2d``).
 """
 from __future__ import annotations
@@ -59,45 +61,72 @@ def instance_norm(name: str | None = None) -> nn.InstanceNorm:
   return nn.InstanceNorm(epsilon=1e-5, name=name)
 
 
+NORMS = ("instance", "batch")
+
+
+def norm_layer(kind: str, train: bool, name: str | None = None,
+               axis_name: str | None = None) -> nn.Module:
+  """The blocks' normalisation: affine instance norm (TPSMM) or BatchNorm (FOMM and MCNet: eps
+  1e-5, PyTorch momentum 0.1 = flax 0.9; running statistics in ``batch_stats``, batch statistics
+  when ``train``, over ``axis_name`` inside a pmap)."""
+  if kind == "instance":
+    return instance_norm(name)
+  if kind == "batch":
+    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                        axis_name=axis_name if train else None, name=name)
+  raise ValueError(f"norm={kind!r}; use one of {NORMS}")
+
+
 class SameBlock(nn.Module):
-  """conv -> instance norm -> ReLU, resolution preserved."""
+  """conv -> norm -> ReLU, resolution preserved."""
   features: int
   kernel: int = 3
+  norm: str = "instance"
+  axis_name: str | None = None
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    return nn.relu(instance_norm("norm")(conv(self.features, self.kernel, "conv")(x)))
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    x = conv(self.features, self.kernel, "conv")(x)
+    return nn.relu(norm_layer(self.norm, train, "norm", self.axis_name)(x))
 
 
 class DownBlock(nn.Module):
-  """conv -> instance norm -> ReLU -> 2x2 average pool."""
+  """conv -> norm -> ReLU -> 2x2 average pool."""
   features: int
+  norm: str = "instance"
+  axis_name: str | None = None
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    x = nn.relu(instance_norm("norm")(conv(self.features, 3, "conv")(x)))
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    x = nn.relu(norm_layer(self.norm, train, "norm", self.axis_name)(
+        conv(self.features, 3, "conv")(x)))
     return nn.avg_pool(x, (2, 2), (2, 2))
 
 
 class UpBlock(nn.Module):
-  """nearest x2 upsampling -> conv -> instance norm -> ReLU."""
+  """nearest x2 upsampling -> conv -> norm -> ReLU."""
   features: int
+  norm: str = "instance"
+  axis_name: str | None = None
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     x = conv(self.features, 3, "conv")(warp.upsample_nearest(x, 2))
-    return nn.relu(instance_norm("norm")(x))
+    return nn.relu(norm_layer(self.norm, train, "norm", self.axis_name)(x))
 
 
 class ResBlock(nn.Module):
   """Pre-activation residual block at the input's width and resolution."""
   kernel: int = 3
+  norm: str = "instance"
+  axis_name: str | None = None
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     c = x.shape[-1]
-    y = conv(c, self.kernel, "conv1")(nn.relu(instance_norm("norm1")(x)))
-    y = conv(c, self.kernel, "conv2")(nn.relu(instance_norm("norm2")(y)))
+    norm = lambda name: norm_layer(self.norm, train, name, self.axis_name)
+    y = conv(c, self.kernel, "conv1")(nn.relu(norm("norm1")(x)))
+    y = conv(c, self.kernel, "conv2")(nn.relu(norm("norm2")(y)))
     return x + y
 
 
@@ -107,23 +136,28 @@ class Hourglass(nn.Module):
   Encoder level i has ``min(max_features, block_expansion * 2**(i+1))`` channels. Decoder output
   j is the upsampled features concatenated with the matching encoder skip; the last one is at
   the input resolution with ``block_expansion + in_channels`` channels. The input height and
-  width must be divisible by ``2**num_blocks``.
+  width must be divisible by ``2**num_blocks``. ``norm``: ``'instance'`` (TPSMM) or ``'batch'``
+  (FOMM, MCNet).
   """
   block_expansion: int = 64
   num_blocks: int = 5
   max_features: int = 1024
+  norm: str = "instance"
+  axis_name: str | None = None
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> list[jax.Array]:
+  def __call__(self, x: jax.Array, train: bool = False) -> list[jax.Array]:
     if x.shape[1] % 2 ** self.num_blocks or x.shape[2] % 2 ** self.num_blocks:
       raise ValueError(f"hourglass input {x.shape[1:3]} not divisible by 2**{self.num_blocks}")
     width = lambda i: min(self.max_features, self.block_expansion * 2 ** i)
     skips = [x]
     for i in range(self.num_blocks):
-      skips.append(DownBlock(width(i + 1), name=f"down{i}")(skips[-1]))
+      skips.append(DownBlock(width(i + 1), self.norm, self.axis_name, name=f"down{i}")(
+          skips[-1], train))
     out, outs = skips.pop(), []
     for j, i in enumerate(reversed(range(self.num_blocks))):
-      out = jnp.concatenate([UpBlock(width(i), name=f"up{j}")(out), skips.pop()], axis=-1)
+      up = UpBlock(width(i), self.norm, self.axis_name, name=f"up{j}")(out, train)
+      out = jnp.concatenate([up, skips.pop()], axis=-1)
       outs.append(out)
     return outs
 
