@@ -18,7 +18,10 @@ from configs import tpsmm as tpsmm_config
 from minerf_jax.models import animation
 from minerf_jax.models import torch_import
 from minerf_jax.motion import fomm
+from minerf_jax.motion import generator
 from minerf_jax.motion import keypoints
+from minerf_jax.motion import memory
+from minerf_jax.motion import warp
 
 from _golden import close
 from _golden import load_golden
@@ -148,46 +151,66 @@ def test_sizes_are_read_from_the_checkpoint():
                    **{f"dense_motion.{k}": v for k, v in s["dense_motion"].items()}}
 
 
-# ------------------------------------------------------------------------ MCNet's FOMM parts
+# ---------------------------------------------------------------------------------------- MCNet
 
 
 @pytest.fixture(scope="module")
 def mcnet_golden():
+  """MCNet's parts, built from our modules at the fixture's sizes, with converted weights."""
   meta, state_dicts, arrays = load_golden("mcnet")
   sizes = meta["sizes"]
-  detector = fomm.KeypointDetector(num_kp=sizes["num_kp"], **sizes["kp_detector"])
-  motion = fomm.DenseMotionNetwork(num_kp=sizes["num_kp"], **sizes["dense_motion"])
+  nets = {
+      "detector": fomm.KeypointDetector(num_kp=sizes["num_kp"], **sizes["kp_detector"]),
+      "dense_motion": fomm.DenseMotionNetwork(num_kp=sizes["num_kp"], **sizes["dense_motion"]),
+      "generator": generator.InpaintingGenerator(num_channels=3, multi_mask=False, norm="batch",
+                                                 **sizes["generator"]),
+      "memory": memory.MemoryCompensation(
+          memory_channels=sizes["memory"]["mb_channel"],
+          memory_size=sizes["memory"]["mb_spatial"], style_features=512, style_hidden=128),
+  }
   source, driving = (jnp.asarray(nhwc(arrays[f"in/{k}"])) for k in ("source", "driving"))
   kp = {"value": jnp.asarray(arrays["eval/kp_source"]),
         "jacobian": jnp.asarray(arrays["eval/jacobian_source"])}
+  gen = nets["generator"]
+  maps = jax.eval_shape(lambda: gen.init_with_output(jax.random.key(0), source,
+                                                     method=gen.encode)[0])
+  warped = [jax.ShapeDtypeStruct(m.shape, m.dtype) for m in reversed(maps)]
+  init = {"detector": lambda n: n.init(jax.random.key(0), source),
+          "dense_motion": lambda n: n.init(jax.random.key(0), source, kp, kp),
+          "generator": lambda n: n.init(jax.random.key(0), source, {
+              "deformation": jnp.zeros(source.shape[:3] + (2,)),
+              "occlusion_map": [jnp.ones(source.shape[:3] + (1,))]}),
+          "memory": lambda n: n.init(jax.random.key(0), [jnp.zeros(w.shape) for w in warped],
+                                     kp["value"])}
   expected = {}
-  for name, net, args in (("detector", detector, (source,)),
-                          ("dense_motion", motion, (source, kp, kp))):
-    tree = jax.eval_shape(lambda n=net, a=args: n.init(jax.random.key(0), *a))
-    for collection, sub in tree.items():
+  for name, net in nets.items():
+    for collection, sub in jax.eval_shape(lambda n=net, f=init[name]: f(n)).items():
       expected.setdefault(collection, {})[name] = sub
-  variables, _ = torch_import.convert_table(torch_import.FOMM_PARTS, state_dicts, expected)
+  split = torch_import.split_entry(state_dicts, "generator", torch_import.MCNET_SPLIT)
+  variables, _ = torch_import.convert_table(torch_import.MCNET_PARTS, split, expected)
   variables = jax.tree.map(jnp.asarray, variables)
-  part = lambda name: {c: t[name] for c, t in variables.items()}
-  return detector, motion, part("detector"), part("dense_motion"), arrays, source, driving
+  part = {name: {c: t[name] for c, t in variables.items() if name in t} for name in nets}
+  return nets, part, arrays, source, driving
+
+
+def _kp(ref, mode, frame):
+  return {"value": jnp.asarray(ref[f"{mode}/kp_{frame}"]),
+          "jacobian": jnp.asarray(ref[f"{mode}/jacobian_{frame}"])}
 
 
 @pytest.mark.parametrize("mode", ["eval", "train"])
-def test_mcnet_fomm_keypoints_and_dense_motion_match_the_reference(mcnet_golden, mode):
-  detector, motion, v_det, v_motion, ref, source, driving = mcnet_golden
+def test_mcnet_keypoints_and_dense_motion_match_the_reference(mcnet_golden, mode):
+  nets, v, ref, source, driving = mcnet_golden
   train = mode == "train"
-  run = lambda net, v: jax.jit(lambda *a: net.apply(v, *a, train=train,
-                                                     mutable=["batch_stats"] if train else False))
+  run = lambda net, variables: jax.jit(lambda *a: net.apply(
+      variables, *a, train=train, mutable=["batch_stats"] if train else False))
   unpack = (lambda out: out[0]) if train else (lambda out: out)
   for name, image in (("source", source), ("driving", driving)):   # two BatchNorm batches
-    kp = unpack(run(detector, v_det)(image))
+    kp = unpack(run(nets["detector"], v["detector"])(image))
     close(kp["value"], ref[f"{mode}/kp_{name}"], f"{mode} keypoints of the {name}")
     close(kp["jacobian"], ref[f"{mode}/jacobian_{name}"], f"{mode} Jacobians of the {name}")
-  kp_s = {"value": jnp.asarray(ref[f"{mode}/kp_source"]),
-          "jacobian": jnp.asarray(ref[f"{mode}/jacobian_source"])}
-  kp_d = {"value": jnp.asarray(ref[f"{mode}/kp_driving"]),
-          "jacobian": jnp.asarray(ref[f"{mode}/jacobian_driving"])}
-  out = unpack(run(motion, v_motion)(source, kp_s, kp_d))
+  out = unpack(run(nets["dense_motion"], v["dense_motion"])(
+      source, _kp(ref, mode, "source"), _kp(ref, mode, "driving")))
   close(out["deformation"], ref[f"{mode}/deformation"], f"{mode} dense flow")
   close(np.moveaxis(np.asarray(out["mask"]), -1, 1), ref[f"{mode}/mask"], f"{mode} masks")
   close(np.moveaxis(np.asarray(out["sparse_deformed"]), -1, 2), ref[f"{mode}/sparse_deformed"],
@@ -196,3 +219,40 @@ def test_mcnet_fomm_keypoints_and_dense_motion_match_the_reference(mcnet_golden,
   # Not trivial: the Jacobians are not the identity and the keypoints not at the centre.
   assert float(np.abs(ref[f"{mode}/jacobian_source"] - np.eye(2)).max()) > 1e-2
   assert float(np.abs(ref[f"{mode}/kp_source"]).max()) > 1e-2
+
+
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_mcnet_generator_and_memory_match_the_reference_stage_by_stage(mcnet_golden, mode):
+  """Fed the reference's flow and occlusion map: the warped maps, the memory's projections,
+  values and compensated maps, the warped source and the prediction."""
+  nets, v, ref, source, _ = mcnet_golden
+  train = mode == "train"
+  gen, mem = nets["generator"], nets["memory"]
+  deformation = jnp.asarray(ref[f"{mode}/deformation"])
+  occlusion = [jnp.asarray(nhwc(ref[f"{mode}/occlusion_map"]))]
+  kp_source = jnp.asarray(ref[f"{mode}/kp_source"])
+
+  @jax.jit
+  def run(v_gen, v_mem):
+    mutable = ["batch_stats"] if train else False
+    maps = gen.apply(v_gen, source, train, method=gen.encode, mutable=mutable)
+    maps = maps[0] if train else maps
+    warped = generator.warp_features(maps, deformation, occlusion, multi_mask=False)
+    compensated, aux = mem.apply(v_mem, warped, kp_source)
+    last = generator.mask_at(occlusion, -1, source.shape[1:3], False)
+    deformed = warp.warp(source, deformation)
+    pred = gen.apply(v_gen, compensated, deformed, last, train, method=gen.decode,
+                     mutable=mutable)
+    return warped, compensated, aux, deformed, pred[0] if train else pred
+
+  warped, compensated, aux, deformed, pred = run(v["generator"], v["memory"])
+  for i, (ours, theirs) in enumerate(zip(warped, maps(ref, f"{mode}/warped_encoder_maps"),
+                                         strict=True)):
+    close(ours, nhwc(theirs), f"{mode} warped map {i}")
+  for name, ours_list in (("memory_features", aux["features"]), ("memory_values", aux["values"]),
+                          ("compensated", compensated[:-1])):
+    for i, (ours, theirs) in enumerate(zip(ours_list, maps(ref, f"{mode}/{name}"), strict=True)):
+      close(ours, nhwc(theirs), f"{mode} {name} {i}")
+  close(deformed, nhwc(ref[f"{mode}/deformed"]), f"{mode} source warped by the flow")
+  close(pred, nhwc(ref[f"{mode}/prediction"]), f"{mode} prediction")
+  assert float(np.std(ref[f"{mode}/prediction"])) > 0.01

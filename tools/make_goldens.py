@@ -47,13 +47,16 @@ GOLDEN = {
                   generator=dict(block_expansion=4, max_features=16, num_down_blocks=3),
                   dense_motion=dict(block_expansion=4, max_features=16, num_blocks=3,
                                     scale_factor=0.25)),
-    # MCNet's FOMM parts (modules/keypoint_detector.py: KPDetector, modules/dense_motion.py:
-    # DenseMotionNetwork); its generator follows.
-    "mcnet": dict(num_kp=4, image_size=64, batch=2,
+    # MCNet (README command: --kp_num 15 --generator Unet_Generator_keypoint_aware --mbunit
+    # ExpendMemoryUnit): FOMM detector, and the generator with its dense motion and memory.
+    # 15 keypoints because the memory's identity route is Linear(C_m + 30, 128) in the code.
+    "mcnet": dict(num_kp=15, image_size=64, batch=2,
                   kp_detector=dict(block_expansion=8, max_features=32, num_blocks=3,
                                    temperature=0.1, scale_factor=0.25),
-                  dense_motion=dict(block_expansion=8, max_features=32, num_blocks=3,
-                                    scale_factor=0.25)),
+                  generator=dict(block_expansion=4, max_features=32, num_down_blocks=3),
+                  dense_motion=dict(block_expansion=4, max_features=16, num_blocks=3,
+                                    scale_factor=0.25),
+                  memory=dict(mb_spatial=4, mb_channel=8)),
 }
 VOX256 = dict(num_tps=10, generator=dict(block_expansion=64, max_features=512, num_down_blocks=3),
               dense_motion=dict(block_expansion=64, max_features=1024, num_blocks=5,
@@ -141,48 +144,77 @@ def tpsmm_stages(nets: dict, source: torch.Tensor, driving: torch.Tensor) -> dic
   return {k: v.numpy() for k, v in out.items()}
 
 
-MCNET_MODULES = ["modules.keypoint_detector", "modules.dense_motion"]
+MCNET_MODULES = ["modules.keypoint_detector", "modules.generator"]
+
+
+def narrow_memory_unit(unit: nn.Module, widths: dict[int, int], generator: torch.Generator) -> None:
+  """Re-size ``ExpendMemoryUnit``'s per-scale layers for a reduced-width golden.
+
+  The reference names them by the map's width and hard-codes the vox-256 sizes
+  (``feat_forward_proj_32`` takes 512 / 2 channels at 32 px, ``_64`` 256 / 2, ``_128`` 128 / 2),
+  and ``forward`` looks them up by width. ``widths``: ``{map width: channels}`` of the reduced
+  generator's compensated maps; the layers are rebuilt for those (same kinds of layer)."""
+  for w in (32, 64, 128):
+    for prefix in ("feat_forward_proj_", "conv_", "norm_"):
+      delattr(unit, f"{prefix}{w}")
+  cm = unit.channel_dim
+  for w, c in widths.items():
+    setattr(unit, f"feat_forward_proj_{w}", nn.Conv2d(c // 2, cm, kernel_size=1, padding=0))
+    setattr(unit, f"conv_{w}", nn.Conv2d(cm, c // 2, kernel_size=3, padding=1))
+    setattr(unit, f"norm_{w}", nn.InstanceNorm2d(c // 2, affine=True))
+  with torch.no_grad():   # torch.Tensor(K, C): uninitialised memory in the reference
+    unit.conv_kv.bias.copy_(0.1 * torch.randn(unit.conv_kv.bias.shape, generator=generator))
 
 
 def make_mcnet_golden(reference_dir: str, out: str, seed: int = 0) -> None:
-  """MCNet's FOMM keypoint detector and dense motion network (the generator is still ours)."""
+  """MCNet: FOMM detector, generator (dense motion, warps, memory, decoder), every stage."""
   sizes = GOLDEN["mcnet"]
   mods = reference.import_reference(reference_dir, MCNET_MODULES)
   g = torch.Generator().manual_seed(seed)
   torch.manual_seed(seed)
   kp = mods["modules.keypoint_detector"].KPDetector(
       num_kp=sizes["num_kp"], num_channels=3, estimate_jacobian=True, **sizes["kp_detector"])
-  dm = mods["modules.dense_motion"].DenseMotionNetwork(
-      num_kp=sizes["num_kp"], num_channels=3, estimate_occlusion_map=True,
-      **sizes["dense_motion"])
-  for m in (kp, dm):
+  gen = mods["modules.generator"].Unet_Generator_keypoint_aware(
+      num_channels=3, num_kp=sizes["num_kp"], num_bottleneck_blocks=6,
+      estimate_occlusion_map=True, dense_motion_params=sizes["dense_motion"],
+      mbunit="ExpendMemoryUnit", **sizes["generator"], **sizes["memory"])
+  s, b = sizes["image_size"], sizes["batch"]
+  be, top, n = (sizes["generator"][k] for k in ("block_expansion", "max_features",
+                                                 "num_down_blocks"))
+  # Compensated maps: the bottleneck and every skip but the finest, {width: channels}.
+  widths = {s // 2 ** (n - i): min(top, be * 2 ** (n - i)) for i in range(n)}
+  narrow_memory_unit(gen.mbUnit, widths, g)
+  for m in (kp, gen):
     randomize(m, g)
   with torch.no_grad():   # zero-initialised Jacobian head: small random weights
     kp.jacobian.weight.copy_(0.01 * torch.randn(kp.jacobian.weight.shape, generator=g))
-  s, b = sizes["image_size"], sizes["batch"]
   source, driving = smooth_images((2, b, 3, s, s), g)
-  arrays = {f"sd/{entry}/{name}": value for entry, net in (("kp_detector", kp),
-                                                           ("dense_motion_network", dm))
+  arrays = {f"sd/{entry}/{name}": value for entry, net in (("kp_detector", kp), ("generator", gen))
             for name, value in reference.numpy_state_dict(net).items()}
-  kp64, dm64 = copy.deepcopy(kp).double(), copy.deepcopy(dm).double()
+  kp64, gen64 = copy.deepcopy(kp).double(), copy.deepcopy(gen).double()
   source, driving = source.double(), driving.double()
   stages = {}
   with torch.no_grad():
     for mode in ("eval", "train"):
-      for m in (kp64, dm64):
+      for m in (kp64, gen64):
         m.train(mode == "train")
       kp_s, kp_d = kp64(source), kp64(driving)   # two batches, as GeneratorFullModel runs them
-      motion = dm64(source_image=source, kp_driving=kp_d, kp_source=kp_s)
+      o = gen64(source, kp_driving=kp_d, kp_source=kp_s)
       stages.update({f"{mode}/kp_source": kp_s["value"], f"{mode}/jacobian_source": kp_s["jacobian"],
-                  f"{mode}/kp_driving": kp_d["value"],
-                  f"{mode}/jacobian_driving": kp_d["jacobian"],
-                  f"{mode}/deformation": motion["deformation"], f"{mode}/mask": motion["mask"],
-                  f"{mode}/sparse_deformed": motion["sparse_deformed"],
-                  f"{mode}/occlusion_map": motion["occlusion_map"]})
+                     f"{mode}/kp_driving": kp_d["value"],
+                     f"{mode}/jacobian_driving": kp_d["jacobian"],
+                     f"{mode}/deformation": o["deformation"], f"{mode}/mask": o["mask"],
+                     f"{mode}/sparse_deformed": o["sparse_deformed"],
+                     f"{mode}/occlusion_map": o["occlusion_map"], f"{mode}/deformed": o["deformed"],
+                     f"{mode}/prediction": o["prediction"]})
+      for name, maps in (("warped_encoder_maps", o["warped_encoder_maps"]),
+                         ("memory_features", o["feat_list"]), ("memory_values", o["value_list"]),
+                         ("compensated", [o[f"visual_after_{w}"] for w in sorted(widths)])):
+        stages.update({f"{mode}/{name}/{i}": m for i, m in enumerate(maps)})
   arrays.update({k: v.numpy().astype(np.float32) for k, v in stages.items()})
   arrays.update({"in/source": source.float().numpy(), "in/driving": driving.float().numpy()})
   meta = dict(model="mcnet", sizes=sizes, seed=seed, reference_commit=git_head(reference_dir),
-              torch=torch.__version__, parts=["kp_detector", "dense_motion_network"])
+              torch=torch.__version__)
   arrays["meta"] = np.asarray(json.dumps(meta))
   np.savez_compressed(out_file(out), **arrays)
   print(f"wrote {out}: {len(arrays)} arrays, {os.path.getsize(out) / 1e6:.2f} MB")

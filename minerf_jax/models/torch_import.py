@@ -56,6 +56,71 @@ FOMM_PARTS = {
     "dense_motion_network": ("dense_motion", _FOMM_DENSE_MOTION, ("down.weight",), False),
 }
 
+def _memory_leaf(name: str, value: np.ndarray, entry: Mapping) -> tuple | None:
+  """MCNet's ``ExpendMemoryUnit`` tensor -> ``motion/memory.py: MemoryCompensation``'s.
+
+  Per-scale layers are named by the map's width in the reference (``feat_forward_proj_32``,
+  ``conv_64``, ``norm_128``); ours by the scale's rank, coarsest first (``project0`` ...).
+  """
+  widths = sorted({int(m[1]) for k in entry if (m := re.match(r"feat_forward_proj_(\d+)\.", k))})
+  rank = lambda w: widths.index(int(w))
+  leaf = {"weight": "kernel", "bias": "bias"}
+  if name == "mb":
+    return "params", ("unit", "memory"), np.transpose(value, (0, 2, 3, 1))
+  if m := re.fullmatch(r"(feat_forward_proj|conv)_(\d+)\.(weight|bias)", name):
+    ours = {"feat_forward_proj": "project", "conv": "out"}[m[1]] + str(rank(m[2]))
+    array = np.transpose(value, (2, 3, 1, 0)) if value.ndim == 4 else value
+    return "params", (ours, leaf[m[3]]), array
+  if m := re.fullmatch(r"norm_(\d+)\.(weight|bias)", name):
+    return "params", (f"norm{rank(m[1])}", {"weight": "scale", "bias": "bias"}[m[2]]), value
+  if m := re.fullmatch(r"(query_conv|diff_conv)\.(weight|bias)", name):
+    array = np.transpose(value, (2, 3, 1, 0)) if value.ndim == 4 else value
+    return "params", ("unit", m[1].split("_")[0], leaf[m[2]]), array
+  if name == "conv_kv.weight":                                   # [K, O, I, k, k]
+    return "params", ("unit", "key_value", "kernel"), np.transpose(value, (0, 3, 4, 2, 1))
+  if name == "conv_kv.bias":
+    return "params", ("unit", "key_value", "bias"), value
+  if m := re.fullmatch(r"conv_kv\.attention\.(fc1|fc2)\.(weight|bias)", name):
+    array = np.transpose(value[:, :, 0, 0]) if value.ndim == 4 else value
+    return "params", ("unit", "key_value", f"attention_{m[1]}", leaf[m[2]]), array
+  if m := re.fullmatch(r"style_route\.(0|2)\.(weight|bias)", name):
+    array = value.T if value.ndim == 2 else value
+    return "params", ("unit", f"identity_fc{1 if m[1] == '0' else 2}", leaf[m[2]]), array
+  style = {"styleconv.modulated_conv.weight": ("kernel", (0, 3, 4, 2, 1)),
+           "styleconv.modulated_conv.modulation.weight": ("modulation_kernel", (1, 0)),
+           "styleconv.modulated_conv.modulation.bias": ("modulation_bias", None),
+           "styleconv.weight": ("noise_strength", None),
+           "styleconv.activate.bias": ("activation_bias", None)}
+  if name in style:
+    ours, perm = style[name]
+    return "params", ("unit", "memory_style", ours), (value if perm is None
+                                                      else np.transpose(value, perm))
+  raise ConversionError(f"unknown memory tensor mbUnit.{name} {tuple(value.shape)}")
+
+
+def split_entry(state_dicts: StateDicts, entry: str, prefixes: tuple[str, ...]) -> dict:
+  """The state dicts with ``entry``'s tensors under each of ``prefixes`` (e.g. MCNet's
+  ``generator.dense_motion_network.``) moved to their own entry ``'<entry>.<prefix>'``."""
+  out = {k: dict(v) for k, v in state_dicts.items() if k != entry}
+  rest = dict(state_dicts[entry])
+  for prefix in prefixes:
+    out[f"{entry}.{prefix}"] = {k[len(prefix) + 1:]: rest.pop(k) for k in list(rest)
+                                if k.startswith(prefix + ".")}
+  out[entry] = rest
+  return out
+
+
+# MCNet's checkpoint ('kp_detector', and 'generator' holding its dense motion network and memory
+# unit, split off by split_entry(..., 'generator', MCNET_SPLIT)).
+MCNET_SPLIT = ("dense_motion_network", "mbUnit")
+MCNET_PARTS = {
+    "kp_detector": ("detector", _FOMM_DETECTOR, ("down.weight",), False),
+    "generator.dense_motion_network": ("dense_motion", _FOMM_DENSE_MOTION, ("down.weight",),
+                                       False),
+    "generator.mbUnit": ("memory", _memory_leaf, (), False),
+    "generator": ("generator", _GENERATOR, (), False),
+}
+
 # model -> {checkpoint entry: (our submodule, rename rules, dropped tensor names, optional)}
 MODULES: dict[str, dict[str, tuple[str, list[Rule], tuple[str, ...], bool]]] = {
     "tpsmm": {
@@ -170,17 +235,29 @@ def convert_table(table: Mapping, state_dicts: StateDicts, expected: Mapping,
     for name, value in state_dicts[entry].items():
       if name in dropped:
         continue
-      module_path, _, leaf_name = name.rpartition(".")
-      leaf = _leaf(leaf_name, np.asarray(value))
-      if leaf is None:
-        continue
-      collection, leaf_ours, array = leaf
-      path = (collection, ours, *_rename(module_path, rules).split("."), leaf_ours)
+      if callable(rules):   # an explicit translation of this entry's names
+        leaf = rules(name, np.asarray(value), state_dicts[entry])
+        if leaf is None:
+          continue
+        collection, inner, array = leaf
+        path = (collection, ours, *inner)
+      else:
+        module_path, _, leaf_name = name.rpartition(".")
+        leaf = _leaf(leaf_name, np.asarray(value))
+        if leaf is None:
+          continue
+        collection, leaf_ours, array = leaf
+        path = (collection, ours, *_rename(module_path, rules).split("."), leaf_ours)
       if path not in want:
         raise ConversionError(f"tensor {entry}.{name} {tuple(np.shape(value))} has no place in "
                               f"our {model} (would be {'/'.join(path)}): another model or model "
                               "config?")
-      if tuple(array.shape) != tuple(want[path].shape):
+      target = tuple(want[path].shape)
+      if array.ndim == len(target) + 1 and array.shape[0] == 1 and array.shape[1:] == target:
+        array = array[0]               # a leading singleton (StyleGAN2's [1, O, I, k, k])
+      elif array.ndim == 4 and array.shape[:2] == (1, 1) and array.shape[2:] == target:
+        array = array[0, 0]            # a 1x1 conv used as a linear layer
+      if tuple(array.shape) != target:
         raise ConversionError(f"tensor {entry}.{name} has shape {tuple(np.shape(value))} but our "
                               f"{'/'.join(path)} is {tuple(want[path].shape)} (as "
                               f"{tuple(array.shape)}): set the config to the checkpoint's sizes")

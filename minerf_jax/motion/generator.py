@@ -21,7 +21,9 @@ The three stages are separate methods so models built on TPSMM can intervene bet
   loss: features and masks detached, the flow not (``out_ij`` / ``encode_ij`` in the reference),
   so that loss only trains the dense motion network. Compare with ``masked_driving_features``.
 
-With ``multi_mask=False`` a single mask is bilinearly resized to every scale.
+With ``multi_mask=False`` a single mask is bilinearly resized to every scale. ``norm='batch'``
+(MCNet's ``Unet_Generator_keypoint_aware``: the same layout with BatchNorm in every block) makes
+``encode`` / ``decode`` take ``train``.
 """
 from __future__ import annotations
 
@@ -79,30 +81,34 @@ class InpaintingGenerator(nn.Module):
   max_features: int = 512
   num_down_blocks: int = 3
   multi_mask: bool = True
+  norm: str = "instance"
+  axis_name: str | None = None
 
   def setup(self):
     width = lambda i: min(self.max_features, self.block_expansion * 2 ** i)
-    self.first = SameBlock(self.block_expansion, kernel=7)
-    self.down_blocks = [DownBlock(width(i + 1)) for i in range(self.num_down_blocks)]
+    n, a = self.norm, self.axis_name
+    self.first = SameBlock(self.block_expansion, kernel=7, norm=n, axis_name=a)
+    self.down_blocks = [DownBlock(width(i + 1), n, a) for i in range(self.num_down_blocks)]
     # Decoder level j works at encoder level i = num_down_blocks - 1 - j.
     levels = list(reversed(range(self.num_down_blocks)))
-    self.res_blocks = [(ResBlock(), ResBlock()) for _ in levels]
-    self.up_blocks = [UpBlock(width(i)) for i in levels]
+    self.res_blocks = [(ResBlock(norm=n, axis_name=a), ResBlock(norm=n, axis_name=a))
+                       for _ in levels]
+    self.up_blocks = [UpBlock(width(i), n, a) for i in levels]
     self.final = conv(self.num_channels, 7)
 
-  def encode(self, image: jax.Array) -> list[jax.Array]:
+  def encode(self, image: jax.Array, train: bool = False) -> list[jax.Array]:
     """``[B, H, W, C]`` -> encoder maps, fine to coarse (``num_down_blocks + 1`` of them)."""
-    maps = [self.first(image)]
+    maps = [self.first(image, train)]
     for block in self.down_blocks:
-      maps.append(block(maps[-1]))
+      maps.append(block(maps[-1], train))
     return maps
 
   def decode(self, warped: Sequence[jax.Array], deformed_source: jax.Array,
-             occlusion_last: jax.Array) -> jax.Array:
+             occlusion_last: jax.Array, train: bool = False) -> jax.Array:
     """Coarse-to-fine warped maps + warped source + finest mask -> image in ``(0, 1)``."""
     out = warped[0]
     for j, ((res_a, res_b), up) in enumerate(zip(self.res_blocks, self.up_blocks)):
-      out = up(res_b(res_a(out)))
+      out = up(res_b(res_a(out, train), train), train)
       if j < self.num_down_blocks - 1:
         out = jnp.concatenate([out, warped[j + 1]], axis=-1)
     out = out * (1 - occlusion_last) + warped[-1]
