@@ -342,3 +342,12 @@ def test_full_size_parameter_counts():
   # Shared operator (1,206,241) + context 1x1 projections of the 4 TPSMM scales to 192.
   assert mrfa["update_operator"] == 1_206_241 + (512 + 256 + 128 + 64 + 4) * 192
   assert mrfa["total"] == 85_095_490 + mrfa["correlation"]
+
+
+def test_published_mcnet_parts_have_the_references_parameter_counts():
+  """FOMM detector, dense motion, BatchNorm generator and memory at MCNet's vox-256 sizes:
+  each part has exactly the parameters the authors' code builds (counted with it)."""
+  ours = params.mcnet_published_parameter_counts()
+  assert {k: v for k, v in ours.items() if k != "total"} == params.MCNET_REFERENCE_PARTS
+  assert ours["total"] == 101_841_273
+

@@ -15,6 +15,8 @@ import numpy as np
 
 from minerf_jax.motion import correlation
 from minerf_jax.motion import dense_motion
+from minerf_jax.motion import fomm
+from minerf_jax.motion import generator
 from minerf_jax.motion import generator
 from minerf_jax.motion import keypoints
 from minerf_jax.motion import memory
@@ -110,6 +112,41 @@ def mcnet_parameter_counts(config: dict = VOX256, **memory_kw) -> dict[str, int]
   counts["memory_bank"] = count(shapes["unit"]["memory"])
   counts["dynamic_kv"] = count(shapes["unit"]["key_value"])
   counts["total"] = counts.pop("total") + counts["memory"]
+  return counts
+
+
+# MCNet as published, counted with the authors' code (``modules/keypoint_detector.py:
+# KPDetector`` and ``modules/generator.py: Unet_Generator_keypoint_aware`` with
+# ``ExpendMemoryUnit``, config/vox-256.yaml and the README's --kp_num 15 --mb_spatial 32
+# --mb_channel 512; torch 2.13, 2026-12-05): parameters per part.
+MCNET_REFERENCE_PARTS = {"kp_detector": 14_258_268, "dense_motion": 37_796_433,
+                         "memory": 25_049_289, "generator": 24_737_283}
+
+
+def mcnet_published_parameter_counts(num_kp: int = 15, memory_channels: int = 512,
+                                     memory_size: int = 32) -> dict[str, int]:
+  """MCNet as its authors built it, from our parts: FOMM's detector (hourglass 32 / 1024 / 5)
+  and dense motion network (64 / 1024 / 5), the BatchNorm U-Net generator (64 / 512 / 3) and the
+  meta-memory (``motion/fomm.py``, ``generator.py``, ``memory.py``), traced at 256x256."""
+  image = jax.ShapeDtypeStruct((1, 256, 256, 3), jnp.float32)
+  detector = fomm.KeypointDetector(num_kp=num_kp)
+  kp_shapes = jax.eval_shape(lambda x: detector.init_with_output(jax.random.key(0), x)[0], image)
+  kp = {"value": kp_shapes["value"], "jacobian": kp_shapes["jacobian"]}
+  dense = fomm.DenseMotionNetwork(num_kp=num_kp)
+  gen = generator.InpaintingGenerator(num_channels=3, block_expansion=64, max_features=512,
+                                      num_down_blocks=3, multi_mask=False, norm="batch")
+  motion = {"deformation": jax.ShapeDtypeStruct((1, 64, 64, 2), jnp.float32),
+            "occlusion_map": [jax.ShapeDtypeStruct((1, 64, 64, 1), jnp.float32)]}
+  gen_out = jax.eval_shape(lambda x, m: gen.init_with_output(jax.random.key(0), x, m)[0], image,
+                           motion)
+  mem = memory.MemoryCompensation(memory_channels=memory_channels, memory_size=memory_size)
+  params = lambda module, *args: jax.eval_shape(
+      lambda *a: module.init(jax.random.key(0), *a), *args)["params"]
+  counts = {"kp_detector": count(params(detector, image)),
+            "dense_motion": count(params(dense, image, kp, kp)),
+            "memory": count(params(mem, gen_out["warped_features"], kp["value"])),
+            "generator": count(params(gen, image, motion))}
+  counts["total"] = sum(counts.values())
   return counts
 
 
