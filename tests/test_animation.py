@@ -59,8 +59,9 @@ def run(model, config, data, batch, steps, devices, strategy="jit"):
 def test_test_config_overfits_one_pair(name, pair_data, tmp_path_factory):
   """The training loss fits one pair (> 8 dB), and the inference path, with the BatchNorm
   running averages, gains > 4 dB of it. Not all of it: the train step's detector normalises
-  source, driving and the equivariance frame as one batch, inference source and driving only
-  (issue 13 lists the reference's separate batches), so the averages are not the inference
+  source, driving and the equivariance frame as one batch in the :test variant
+  (model.detector_batches='joint'; the default config has the reference's separate batches),
+  inference source and driving only, so the averages are not the inference
   batch's statistics; MCNet's gap was 7 dB (train 29.2 dB, inference 22.4 dB, from 16.9)."""
   steps = 120
   config = test_config(name, tmp_path_factory, total_steps=steps)
