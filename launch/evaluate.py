@@ -8,7 +8,9 @@ Without --config the run's own resolved config (workdir/config.json) is used. Fo
 models (TPSMM, MCNet, MRFA; Head3D from its subject frames) this runs their protocols
 (``animation.protocol_metrics``): reconstruction of every held-out clip from its first frame
 (recon/l1, psnr, ssim, lpips, akd, ard), the fixed cross-identity pairs (cross/akd, cross/ard
-against the driving frames' landmarks) and, on synthetic data, A driven by B against the
+against the driving frames' landmarks; TPSMM, MCNet and MRFA also cross_relative/akd, ard: the
+same pairs with relative motion from the driving clip's first frame, the references' protocol)
+and, on synthetic data, A driven by B against the
 generator's render of A with B's expression and pose per yaw-difference bucket
 (cross_truth/<bucket>/...) and novel views turned to yaw -40..40 (novel/yaw+20/...; Head3D also
 novel_view/..., turned by its view input, and geometry/... against the generator's depth/pose).

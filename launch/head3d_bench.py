@@ -59,6 +59,7 @@ def tables(results: dict[str, dict]) -> str:
                                                       "ard")] +
                 [("no face", "recon/akd_missing"), ("cross AKD", "cross/akd"),
                  ("cross ARD", "cross/ard"), ("cross no face", "cross/akd_missing"),
+                 ("cross rel AKD", "cross_relative/akd"), ("cross rel ARD", "cross_relative/ard"),
                  ("train s", "train_seconds")])]
   for metric in _IMAGE:
     out.append(_table(f"cross-identity against the generator's truth: {metric}", results,

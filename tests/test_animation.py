@@ -259,6 +259,32 @@ def test_eval_sets_follow_both_protocols(pair_data):
     np.testing.assert_array_equal(clip["source"], clip["driving"][0])  # from the first frame
   cross = ev["cross"]
   assert cross["source"].shape == (4, 32, 32, 3) == cross["driving"].shape
+  # Relative motion starts from the first frame of each driving frame's clip.
+  firsts = [clip["driving"][0] for clip in clips]
+  assert cross["driving_initial"].shape == cross["driving"].shape
+  for d0 in cross["driving_initial"]:
+    assert any(np.array_equal(d0, f) for f in firsts)
+
+
+def test_cross_identity_relative_motion_is_the_references(tpsmm_test_run, pair_data,
+                                                          tmp_path_factory):
+  """predict_relative moves the source keypoints by the driving keypoints' displacement from the
+  initial frame: with the source itself as the initial frame that is the driving keypoints, so
+  the prediction is relative-mode animation with the driving frame's own keypoints."""
+  _, state = tpsmm_test_run
+  model = models.build(test_config("tpsmm", tmp_path_factory))
+  batch = {k: v[:4].astype(np.float32) for k, v in pair_data.train_batch(2).items()
+           if k in ("source", "driving")}
+  rel = model.predict_relative(state.params, {**batch, "driving_initial": batch["source"]},
+                               state.batch_stats)
+  kp_s = model._keypoints(state.params, state.batch_stats, batch["source"])  # pylint: disable=protected-access
+  kp_d = model._keypoints(state.params, state.batch_stats, batch["driving"])  # pylint: disable=protected-access
+  direct = model._predict(state.params, state.batch_stats, batch["source"], kp_s, kp_d,  # pylint: disable=protected-access
+                          batch["driving"], relative=True)
+  np.testing.assert_allclose(rel, direct, atol=1e-5)
+  moved = model.predict_relative(state.params, {**batch, "driving_initial": batch["driving"]},
+                                 state.batch_stats)   # no displacement: the source's own pose
+  assert float(np.abs(np.asarray(moved) - np.asarray(rel)).mean()) > 1e-4
 
 
 def test_image_metrics_values():

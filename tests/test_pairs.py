@@ -57,3 +57,9 @@ def test_single_identity_cross_pairs_error(frames):
                      time=np.arange(3.0))
   with pytest.raises(ValueError, match="two identities"):
     pairs.cross_identity_pairs(one, 2)
+
+
+def test_clip_starts_index_each_frames_first_frame():
+  f = pairs.Frames(rgb=np.zeros((6, 2, 2, 3), np.uint8), identity=np.array([0, 0, 0, 1, 1, 2]),
+                   clip=np.array([5, 5, 5, 7, 7, 9]), time=np.arange(6.0))
+  np.testing.assert_array_equal(pairs.clip_starts(f), [0, 0, 0, 3, 3, 5])

@@ -271,14 +271,25 @@ def eval_sets(frames: Frames, max_clip_frames: int = 0, max_clips: int = 0,
   """Both evaluation protocols on held-out frames (uint8 images).
 
   ``{'reconstruction': reconstruction_sets(...)[:max_clips], 'cross': {'source': [P,S,S,3],
-  'driving': [P,S,S,3]}}``; 'cross' only with ``num_cross_pairs`` > 0 and two identities.
+  'driving': [P,S,S,3], 'driving_initial': [P,S,S,3]}}``; 'cross' only with ``num_cross_pairs``
+  > 0 and two identities. ``driving_initial`` is the first frame of each driving frame's clip:
+  the references animate across identities with relative motion from it.
   """
   clips = reconstruction_sets(frames, max_clip_frames)
   out = {"reconstruction": clips[:max_clips] if max_clips > 0 else clips}
   if num_cross_pairs > 0 and len(np.unique(frames.identity)) > 1:
     idx = cross_identity_pairs(frames, num_cross_pairs, seed=seed)
-    out["cross"] = {"source": frames.rgb[idx[:, 0]], "driving": frames.rgb[idx[:, 1]]}
+    out["cross"] = {"source": frames.rgb[idx[:, 0]], "driving": frames.rgb[idx[:, 1]],
+                    "driving_initial": frames.rgb[clip_starts(frames)[idx[:, 1]]]}
   return out
+
+
+def clip_starts(frames: Frames) -> np.ndarray:
+  """int [N]: the index of the first frame of each frame's clip (frames are in clip order)."""
+  first = {}
+  for i, c in enumerate(frames.clip.tolist()):
+    first.setdefault(c, i)
+  return np.asarray([first[c] for c in frames.clip.tolist()], np.int64)
 
 
 class PairData:

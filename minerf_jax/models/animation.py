@@ -435,12 +435,38 @@ class AnimationModel:
       targets.append(driving)
     pairwise = lambda s: self._pairs(params, batch_stats, s["source"], s["driving"], chunk)
     cross = eval_data.get("cross")
-    cross = (pairwise(cross), cross["driving"].astype(np.float32) / 255.0) if cross and len(
-        cross["source"]) else None
+    cross_relative = None
+    if cross and len(cross["source"]) and ec.landmarks:   # motion metrics need landmarks
+      driving = cross["driving"].astype(np.float32) / 255.0
+      if "driving_initial" in cross:
+        cross_relative = (self._relative_pairs(params, batch_stats, cross, chunk), driving)
+      cross = (pairwise(cross), driving)
+    else:
+      cross = None
     truths = {name: (pairwise(eval_data[name]), eval_data[name]["truth"].astype(np.float32) / 255.0,
                      eval_data[name]["group"])
               for name in ("cross_truth", "novel") if name in eval_data}
-    return protocol_metrics(ec, (np.concatenate(preds), np.concatenate(targets)), cross, truths)
+    return protocol_metrics(ec, (np.concatenate(preds), np.concatenate(targets)), cross, truths,
+                            cross_relative=cross_relative)
+
+  def predict_relative(self, params, batch: dict, batch_stats=None) -> np.ndarray:
+    """Relative motion for (source, driving, driving_initial) triples ``[B, S, S, 3]`` in [0, 1]:
+    the source keypoints moved by the driving keypoints' displacement from the initial frame's
+    (``transfer.relative_keypoints``), no background affine; the references' cross-identity
+    animation with the initial frame of the driving video."""
+    source, driving, initial = (jnp.asarray(batch[k]) for k in ("source", "driving",
+                                                                "driving_initial"))
+    kp_s, kp_d, kp_0 = (self._keypoints(params, batch_stats, x) for x in (source, driving,
+                                                                          initial))
+    kp = transfer.relative_keypoints(kp_s, kp_d, kp_0)
+    return self._predict(params, batch_stats, source, kp_s, kp, driving, relative=True)
+
+  def _relative_pairs(self, params, batch_stats, triples: dict, chunk: int) -> np.ndarray:
+    to_float = lambda x: x.astype(np.float32) / 255.0
+    return in_chunks(lambda s, d, d0: self.predict_relative(
+        params, {"source": s, "driving": d, "driving_initial": d0}, batch_stats),
+                     tuple(to_float(triples[k]) for k in ("source", "driving", "driving_initial")),
+                     chunk)
 
   def _pairs(self, params, batch_stats, source, driving, chunk):
     """Absolute-motion predictions of uint8 (source, driving) pairs, ``chunk`` at a time."""
@@ -482,13 +508,17 @@ def image_metrics(pred: np.ndarray, target: np.ndarray, chunk: int = 16,
 
 def protocol_metrics(ec: ml_collections.ConfigDict, recon: tuple[np.ndarray, np.ndarray],
                      cross: tuple[np.ndarray, np.ndarray] | None = None,
-                     truths: dict | None = None) -> dict[str, float]:
+                     truths: dict | None = None,
+                     cross_relative: tuple[np.ndarray, np.ndarray] | None = None
+                     ) -> dict[str, float]:
   """The figures of every animation model's evaluation (``config.eval``: chunk, lpips,
   landmarks), from predictions and targets as floats in [0, 1]:
 
   * ``recon``: (pred, target) frames: ``recon/{l1,psnr,ssim,lpips}`` and, with landmarks,
     ``recon/{akd,ard}`` (+ ``_missing``, the fraction of frames without a face on either side);
-  * ``cross``: (pred, driving) of the cross-identity pairs: ``cross/{akd,ard}`` (no truth);
+  * ``cross``: (pred, driving) of the cross-identity pairs, absolute motion: ``cross/{akd,ard}``
+    (no truth); ``cross_relative``: the same pairs animated with relative motion from the
+    driving clip's first frame (the references' protocol): ``cross_relative/{akd,ard}``;
   * ``truths``: ``{name: (pred, truth, group [N])}`` (``pairs.truth_sets``): per group and over
     ``all``, ``name/group/{l1,psnr,ssim,lpips}`` and with landmarks ``name/group/{akd,ard}``.
   """
@@ -505,6 +535,9 @@ def protocol_metrics(ec: ml_collections.ConfigDict, recon: tuple[np.ndarray, np.
       results.update({f"recon/{k}": v for k, v in lm.motion_metrics(*recon).items()})
       if cross is not None:
         results.update({f"cross/{k}": v for k, v in lm.motion_metrics(*cross).items()})
+      if cross_relative is not None:
+        results.update({f"cross_relative/{k}": v
+                        for k, v in lm.motion_metrics(*cross_relative).items()})
       for name, (pred, truth, group) in (truths or {}).items():
         for g, values in lm.grouped_motion_metrics(pred, truth, group).items():
           results.update({f"{name}/{g}/{k}": v for k, v in values.items()})
