@@ -127,7 +127,8 @@ def write_run(model: str, state_dicts: dict, workdir: str,
   s = int(config.data.image_size)
   batch = {"source": np.zeros((2, s, s, 3), np.float32),
            "driving": np.zeros((2, s, s, 3), np.float32)}
-  init = lambda: built.init_variables(jax.random.PRNGKey(int(config.seed)), batch)
+  init_rng, train_rng = loop.seed_keys(config)
+  init = lambda: built.init_variables(init_rng, batch)
   expected = jax.eval_shape(init)
   default = init() if "bg_predictor" not in state_dicts else None
   try:
@@ -137,7 +138,6 @@ def write_run(model: str, state_dicts: dict, workdir: str,
   params = jax.tree.map(jnp.asarray, variables["params"])
   batch_stats = jax.tree.map(jnp.asarray, variables["batch_stats"])
   tx = loop.make_optimizer(config, built.trainable)
-  _, train_rng = jax.random.split(jax.random.PRNGKey(int(config.seed)))
   train_state = state_lib.TrainState.create(params, tx, train_rng, batch_stats)
   loop.write_config(config, workdir)
   ckpt = checkpoint.Checkpointer(workdir, model_name=model, every=1, keep=1, async_save=False)

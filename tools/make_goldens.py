@@ -213,16 +213,17 @@ def make_mcnet_golden(reference_dir: str, out: str, seed: int = 0) -> None:
         stages.update({f"{mode}/{name}/{i}": m for i, m in enumerate(maps)})
   arrays.update({k: v.numpy().astype(np.float32) for k, v in stages.items()})
   arrays.update({"in/source": source.float().numpy(), "in/driving": driving.float().numpy()})
-  meta = dict(model="mcnet", sizes=sizes, seed=seed, reference_commit=git_head(reference_dir),
-              torch=torch.__version__)
-  arrays["meta"] = np.asarray(json.dumps(meta))
-  np.savez_compressed(out_file(out), **arrays)
+  save_fixture(out, arrays, "mcnet", reference_dir, seed)
+
+
+def save_fixture(out: str, arrays: dict, model: str, reference_dir: str, seed: int) -> None:
+  """``arrays`` plus a ``meta`` JSON (model, sizes, seed, reference commit, torch) to ``out``."""
+  meta = dict(model=model, sizes=GOLDEN[model], seed=seed,
+              reference_commit=git_head(reference_dir), torch=torch.__version__)
+  arrays = {**arrays, "meta": np.asarray(json.dumps(meta))}
+  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+  np.savez_compressed(out, **arrays)
   print(f"wrote {out}: {len(arrays)} arrays, {os.path.getsize(out) / 1e6:.2f} MB")
-
-
-def out_file(path: str) -> str:
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  return path
 
 
 def git_head(path: str) -> str:
@@ -250,12 +251,7 @@ def make_tpsmm_golden(reference_dir: str, out: str, seed: int = 0) -> None:
   arrays.update({k: v.astype(np.float32)
                  for k, v in tpsmm_stages(nets64, source.double(), driving.double()).items()})
   arrays.update({"in/source": source.numpy(), "in/driving": driving.numpy()})
-  meta = dict(model="tpsmm", sizes=sizes, seed=seed, reference_commit=git_head(reference_dir),
-              torch=torch.__version__)
-  arrays["meta"] = np.asarray(json.dumps(meta))
-  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-  np.savez_compressed(out, **arrays)
-  print(f"wrote {out}: {len(arrays)} arrays, {os.path.getsize(out) / 1e6:.2f} MB")
+  save_fixture(out, arrays, "tpsmm", reference_dir, seed)
 
 
 def make_tpsmm_checkpoint(reference_dir: str, out: str, seed: int = 0) -> None:

@@ -86,7 +86,9 @@ def _memory_leaf(name: str, value: np.ndarray, entry: Mapping) -> tuple | None:
   if m := re.fullmatch(r"style_route\.(0|2)\.(weight|bias)", name):
     array = value.T if value.ndim == 2 else value
     return "params", ("unit", f"identity_fc{1 if m[1] == '0' else 2}", leaf[m[2]]), array
-  style = {"styleconv.modulated_conv.weight": ("kernel", (0, 3, 4, 2, 1)),
+  if name == "styleconv.modulated_conv.weight":                  # [1, O, I, k, k]
+    return "params", ("unit", "memory_style", "kernel"), np.transpose(value[0], (2, 3, 1, 0))
+  style = {
            "styleconv.modulated_conv.modulation.weight": ("modulation_kernel", (1, 0)),
            "styleconv.modulated_conv.modulation.bias": ("modulation_bias", None),
            "styleconv.weight": ("noise_strength", None),
@@ -253,10 +255,6 @@ def convert_table(table: Mapping, state_dicts: StateDicts, expected: Mapping,
                               f"our {model} (would be {'/'.join(path)}): another model or model "
                               "config?")
       target = tuple(want[path].shape)
-      if array.ndim == len(target) + 1 and array.shape[0] == 1 and array.shape[1:] == target:
-        array = array[0]               # a leading singleton (StyleGAN2's [1, O, I, k, k])
-      elif array.ndim == 4 and array.shape[:2] == (1, 1) and array.shape[2:] == target:
-        array = array[0, 0]            # a 1x1 conv used as a linear layer
       if tuple(array.shape) != target:
         raise ConversionError(f"tensor {entry}.{name} has shape {tuple(np.shape(value))} but our "
                               f"{'/'.join(path)} is {tuple(want[path].shape)} (as "

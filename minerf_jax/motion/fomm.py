@@ -38,11 +38,13 @@ import jax.numpy as jnp
 from minerf_jax.motion import warp
 from minerf_jax.motion.dense_motion import Hourglass
 from minerf_jax.motion.dense_motion import antialias_downsample
+from minerf_jax.motion.dense_motion import conv
 from minerf_jax.motion.dense_motion import keypoint_gaussians
 from minerf_jax.motion.dense_motion import torch_default_init
 
 
-def _valid_conv(features: int, kernel: int, pad: int, name: str, **kw) -> nn.Conv:
+def _padded_conv(features: int, kernel: int, pad: int, name: str, **kw) -> nn.Conv:
+  """``dense_motion.conv`` with the padding given (the detector's heads use 0)."""
   return nn.Conv(features, (kernel, kernel), padding=((pad, pad), (pad, pad)),
                  kernel_init=kw.pop("kernel_init", torch_default_init), name=name, **kw)
 
@@ -82,7 +84,7 @@ class KeypointDetector(nn.Module):
     x = antialias_downsample(image, self.scale_factor)
     feats = Hourglass(self.block_expansion, self.num_blocks, self.max_features, self.norm,
                       self.axis_name, name="predictor")(x, train)[-1]
-    logits = _valid_conv(self.num_kp, 7, self.pad, "kp")(feats)              # [B, h', w', K]
+    logits = _padded_conv(self.num_kp, 7, self.pad, "kp")(feats)              # [B, h', w', K]
     b, h, w, k = logits.shape
     heat = jax.nn.softmax(logits.reshape(b, h * w, k) / self.temperature, axis=1)
     heat = heat.reshape(b, h, w, k)
@@ -90,7 +92,7 @@ class KeypointDetector(nn.Module):
     if self.estimate_jacobian:
       identity = lambda key, shape, dtype=jnp.float32: jnp.tile(
           jnp.asarray([1, 0, 0, 1], dtype), shape[0] // 4)
-      maps = _valid_conv(4 * self.num_kp, 7, self.pad, "jacobian",
+      maps = _padded_conv(4 * self.num_kp, 7, self.pad, "jacobian",
                          kernel_init=nn.initializers.zeros_init(), bias_init=identity)(feats)
       maps = maps.reshape(b, h, w, k, 4)
       out["jacobian"] = jnp.einsum("bhwk,bhwkj->bkj", heat, maps).reshape(b, k, 2, 2)
@@ -153,9 +155,9 @@ class DenseMotionNetwork(nn.Module):
     x = jnp.moveaxis(per_motion, 1, 3).reshape(b, h, w, -1)       # motion-major, (heat, colour)
     feats = Hourglass(self.block_expansion, self.num_blocks, self.max_features, self.norm,
                       self.axis_name, name="hourglass")(x, train)[-1]
-    mask = jax.nn.softmax(_valid_conv(self.num_kp + 1, 7, 3, "mask")(feats), axis=-1)
+    mask = jax.nn.softmax(conv(self.num_kp + 1, 7, "mask")(feats), axis=-1)
     out = {"deformation": jnp.einsum("bhwt,bthwd->bhwd", mask, motions), "mask": mask,
            "sparse_deformed": deformed, "sparse_motion": motions}
     if self.estimate_occlusion_map:
-      out["occlusion_map"] = [nn.sigmoid(_valid_conv(1, 7, 3, "occlusion")(feats))]
+      out["occlusion_map"] = [nn.sigmoid(conv(1, 7, "occlusion")(feats))]
     return out

@@ -197,11 +197,17 @@ def _evaluate(model, data, state, writer: train_logging.MetricWriter, step: int)
 # The loop.
 
 
+def seed_keys(config) -> tuple[jax.Array, jax.Array]:
+  """(init rng, train rng) of a run: both from ``config.seed``."""
+  init_rng, train_rng = jax.random.split(jax.random.PRNGKey(int(config.seed)))
+  return init_rng, train_rng
+
+
 def initial_variables(config, model, data, *, from_data: bool = True):
   """(params, batch_stats, train rng) of a fresh run: ``model.init`` from the seed (or
   ``model.init_variables`` for models with BatchNorm statistics; else batch_stats is None), then
   the model's optional ``initialize_from_data`` hook (e.g. data-driven backgrounds)."""
-  init_rng, train_rng = jax.random.split(jax.random.PRNGKey(int(config.seed)))
+  init_rng, train_rng = seed_keys(config)
   batch_stats = None
   if hasattr(model, "init_variables"):
     variables = model.init_variables(init_rng, data.example_batch())
