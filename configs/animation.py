@@ -6,8 +6,8 @@
   references' optimiser (Adam 2e-4, betas (0.5, 0.999), x0.1 at 70% and 90%) and loss weights;
   sized for accelerators.
   The references' training recipe too: pair augmentation (``data.augment``: time flip, mirror,
-  colour jitter 0.1), gradient clipping (``optimizer.clip_inf_norm`` 10 on the detector, dense
-  motion and background networks, separately), separate BatchNorm batches
+  colour jitter 0.1), gradient clipping (``optimizer.clip_norm`` 10, ``clip_norm_type='inf'``, on
+  the detector, dense motion and background networks, separately), separate BatchNorm batches
   (``model.detector_batches``) and transform dropout from p = 0.1 (``model.dropout_start_p``).
 * ``'cpu'``: the same systems narrowed (``model_config('cpu')``) and trained on 64x64 frames:
   what two CPU cores train in tens of minutes (the comparison in the README).
@@ -40,7 +40,9 @@ def get_config(system: str, model_config, arg: str | None = None) -> ml_collecti
   config.checkpoint.every = 2_000
   config.optimizer.update(lr=2e-4, lr_end=2e-6, schedule="multistep", b1=0.5, b2=0.999,
                           # clip_grad_norm_(max_norm=10, norm_type=inf) per network
-                          clip_inf_norm=10.0,
+                          milestones=(0.7, 0.9),   # multistep: x0.1 at these fractions
+                          clip_norm=10.0, clip_norm_type="inf",
+                          # clipped separately; 'a+b' clips a and b as one group
                           clip_modules=("detector", "dense_motion", "bg_predictor"))
 
   config.model = model_config({"": "full", "cpu": "cpu", "synthetic": "cpu", "test": "test"}[arg])
@@ -54,6 +56,9 @@ def get_config(system: str, model_config, arg: str | None = None) -> ml_collecti
       warp=10.0,
       bg=10.0,
       consistency=10.0,                  # MCNet's memory consistency (unused by the others)
+      consistency_resize="feature",      # feature (the reference) | value (memory.py)
+      equivariance_jacobian=0.0,         # FOMM-prior Jacobian equivariance (published MCNet: 10)
+      kp_distance=0.0,                   # MCNet's keypoint distance (published MCNet: 10)
       l1=0.0,                            # plain L1 on the prediction (not in the references)
   ))
   config.data = ml_collections.ConfigDict(dict(
@@ -79,7 +84,7 @@ def get_config(system: str, model_config, arg: str | None = None) -> ml_collecti
   ))
 
   if arg:   # the recipe the CPU-sized figures and the tests were made with (module docstring)
-    config.optimizer.clip_inf_norm = 0.0
+    config.optimizer.clip_norm = 0.0
     config.model.update(dropout_start_p=0.0, detector_batches="joint")
     config.data.augment = animation.AUGMENT_OFF
   if arg in ("cpu", "synthetic"):  # 2 CPU cores: ~2 s per step (the VGG16 perceptual loss dominates)

@@ -242,22 +242,27 @@ def multiscale_perceptual_loss(features_fn: FeaturesFn, pred: jax.Array, target:
 def random_transform_frame(rng: jax.Array, frame: jax.Array,
                            sigma_affine: float = TRANSFORM_PARAMS["sigma_affine"],
                            sigma_tps: float = TRANSFORM_PARAMS["sigma_tps"],
-                           points_tps: int = TRANSFORM_PARAMS["points_tps"]
+                           points_tps: int = TRANSFORM_PARAMS["points_tps"],
+                           kernel: str = "tpsmm", align_corners: bool = True
                            ) -> tuple[jax.Array, tps_lib.TPS]:
   """``(F', T)`` with ``T`` a random TPS and ``F'(p) = F(T(p))`` (reflection padding).
 
-  As model.py:150-152: ``transform_frame`` then ``grid_sample(padding_mode='reflection',
-  align_corners=True)``. Feed ``F'`` to the keypoint detector, then ``equivariance_loss``.
+  As TPSMM's model.py:150-152: ``transform_frame`` then ``grid_sample(padding_mode='reflection',
+  align_corners=True)``. FOMM / MCNet (``kernel='fomm'``, see ``tps.KERNELS``) call
+  ``grid_sample`` without ``align_corners``, i.e. ``False`` under PyTorch >= 1.3. Feed ``F'`` to
+  the keypoint detector, then ``equivariance_loss`` (with the same ``kernel``).
   """
   b, h, w, _ = frame.shape
   transform = tps_lib.random_tps(rng, b, sigma_affine, sigma_tps, points_tps, frame.dtype)
-  grid = tps_lib.warp_grid(transform, h, w)
-  return warp.grid_sample(frame, grid, align_corners=True, padding_mode="reflection"), transform
+  grid = tps_lib.warp_grid(transform, h, w, kernel)
+  return (warp.grid_sample(frame, grid, align_corners=align_corners, padding_mode="reflection"),
+          transform)
 
 
 def equivariance_loss(kp_driving: jax.Array, kp_transformed: jax.Array,
                       transform: tps_lib.TPS,
-                      weight: float = DEFAULT_WEIGHTS["equivariance_value"]) -> jax.Array:
+                      weight: float = DEFAULT_WEIGHTS["equivariance_value"],
+                      kernel: str = "tpsmm") -> jax.Array:
   """``weight * mean|kp_driving - T(kp_transformed)|`` (model.py:158-161).
 
   ``kp_driving [B, N, 2]``: keypoints of the driving frame ``F``; ``kp_transformed [B, N, 2]``:
@@ -266,8 +271,36 @@ def equivariance_loss(kp_driving: jax.Array, kp_transformed: jax.Array,
   """
   if kp_driving.shape != kp_transformed.shape:
     raise ValueError(f"keypoints differ in shape: {kp_driving.shape} vs {kp_transformed.shape}")
-  warped = tps_lib.warp_points(transform, kp_transformed)
+  warped = tps_lib.warp_points(transform, kp_transformed, kernel)
   return weight * jnp.mean(jnp.abs(kp_driving - warped))
+
+
+def equivariance_jacobian_loss(jacobian_driving: jax.Array, kp_transformed: jax.Array,
+                               jacobian_transformed: jax.Array, transform: tps_lib.TPS,
+                               weight: float = 10.0, kernel: str = "fomm") -> jax.Array:
+  """FOMM's Jacobian equivariance (MCNet's ``equivariance_jacobian``, weight 10):
+  ``weight * mean|I - J_d^{-1} (J_T(k') J')|`` with ``J_d`` the driving keypoints' Jacobians,
+  ``k'``, ``J'`` the keypoints and Jacobians found on ``F'`` and ``J_T`` the Jacobian of the
+  random transform at ``k'``; all ``[B, K, 2, 2]`` (``k'`` ``[B, K, 2]``)."""
+  transformed = jnp.matmul(tps_lib.jacobian_at(transform, kp_transformed, kernel),
+                           jacobian_transformed)
+  value = jnp.matmul(jnp.linalg.inv(jacobian_driving), transformed)
+  return weight * jnp.mean(jnp.abs(jnp.eye(2, dtype=value.dtype) - value))
+
+
+def keypoint_distance_loss(kp: jax.Array, margin: float = 0.2) -> jax.Array:
+  """MCNet's ``kp_distance`` term for one frame's keypoints ``[B, K, 2]`` (unweighted):
+  ``mean(1 - sign(d_ij + margin [i = j] - margin))`` with ``d_ij = sqrt(|k_i - k_j|^2 + 1e-8)``,
+  i.e. twice the fraction of keypoint pairs closer than ``margin`` (the diagonal excluded).
+
+  As in the reference (``modules/model.py``, ``GeneratorFullModel``), the value goes through
+  ``sign``, whose derivative is zero: the term is logged and added to the loss but moves no
+  weights. We keep that (a faithful port), and say so here rather than "fix" it.
+  """
+  k = kp.shape[-2]
+  diff = kp[..., :, None, :] - kp[..., None, :, :]
+  dist = jnp.sqrt(jnp.sum(diff * diff, axis=-1) + 1e-8) + jnp.eye(k, dtype=kp.dtype) * margin
+  return jnp.mean(1.0 - jnp.sign(dist - margin))
 
 
 def warp_loss(driving_features: Sequence[jax.Array], warped_encoder_maps: Sequence[jax.Array],

@@ -53,13 +53,20 @@ from minerf_jax.data import augment
 from minerf_jax.data import pipeline
 from minerf_jax.motion import correlation
 from minerf_jax.motion import dense_motion
+from minerf_jax.motion import fomm
 from minerf_jax.motion import generator as generator_lib
 from minerf_jax.motion import keypoints
 from minerf_jax.motion import memory as memory_lib
+from minerf_jax.motion import tps as tps_lib
 from minerf_jax.motion import transfer
 from minerf_jax.motion import warp
 
 SYSTEMS = ("tpsmm", "mcnet", "mrfa")
+# config.model.prior: the keypoints and dense motion. 'tps': TPSMM's K thin-plate splines of 5
+# keypoints (ResNet-18 detector, background affine, one occlusion mask per scale); 'fomm': FOMM's
+# keypoints with local-affine Jacobians (hourglass detector, no background predictor; the base
+# of the published MCNet), ``motion/fomm.py``.
+PRIORS = ("tps", "fomm")
 ON_OFF = ("on", "off")
 DETECTOR_BATCHES = ("separate", "joint")
 # config.data.augment: the references' vox-256 values (data/augment.py) and all off.
@@ -87,19 +94,35 @@ class AnimationNet(nn.Module):
   use_memory: bool = True
   multi_mask: bool = True
   bn_axis_name: str | None = None
+  prior: str = "tps"
+  num_kp: int = 15                     # prior='fomm': keypoints
+  kp_detector_kw: dict | None = None   # prior='fomm': fomm.KeypointDetector sizes
 
   def setup(self):
     if self.system not in SYSTEMS:
       raise ValueError(f"config.model.name={self.system!r}; choose one of {SYSTEMS}")
-    num_scales = self.generator_kw.get("num_down_blocks", 3) + 1
-    self.detector = keypoints.KeypointDetector(self.num_tps, self.points_per_tps,
-                                               self.detector_width, self.bn_axis_name)
-    self.bg_predictor = keypoints.BackgroundMotionPredictor(self.detector_width,
-                                                            self.bn_axis_name)
-    self.dense_motion = dense_motion.DenseMotionNetwork(
-        num_tps=self.num_tps, points_per_tps=self.points_per_tps,
-        num_occlusion_masks=num_scales, multi_mask=self.multi_mask, **self.dense_motion_kw)
+    if self.prior not in PRIORS:
+      raise ValueError(f"config.model.prior={self.prior!r}; choose one of {PRIORS}")
+    if self.prior == "fomm" and self.system == "mrfa":
+      raise ValueError("config.model.prior='fomm' is built for tpsmm and mcnet; MRFA's "
+                       "refinement takes TPS keypoints (use prior='tps')")
+    if self.prior == "fomm":
+      self.detector = fomm.KeypointDetector(num_kp=self.num_kp, axis_name=self.bn_axis_name,
+                                            **(self.kp_detector_kw or {}))
+      self.dense_motion = fomm.DenseMotionNetwork(num_kp=self.num_kp,
+                                                  axis_name=self.bn_axis_name,
+                                                  **self.dense_motion_kw)
+    else:
+      num_scales = self.generator_kw.get("num_down_blocks", 3) + 1
+      self.detector = keypoints.KeypointDetector(self.num_tps, self.points_per_tps,
+                                                 self.detector_width, self.bn_axis_name)
+      self.bg_predictor = keypoints.BackgroundMotionPredictor(self.detector_width,
+                                                              self.bn_axis_name)
+      self.dense_motion = dense_motion.DenseMotionNetwork(
+          num_tps=self.num_tps, points_per_tps=self.points_per_tps,
+          num_occlusion_masks=num_scales, multi_mask=self.multi_mask, **self.dense_motion_kw)
     self.generator = generator_lib.InpaintingGenerator(multi_mask=self.multi_mask,
+                                                       axis_name=self.bn_axis_name,
                                                        **self.generator_kw)
     if self.system == "mcnet":
       self.memory = memory_lib.MemoryCompensation(**self.memory_kw)
@@ -108,22 +131,30 @@ class AnimationNet(nn.Module):
           scale_factor=self.dense_motion_kw.get("scale_factor", 0.25),
           points_per_tps=self.points_per_tps, **self.refine_kw)
 
-  def keypoints(self, images: jax.Array, train: bool = False) -> jax.Array:
-    return self.detector(images, train)
+  def keypoints(self, images: jax.Array, train: bool = False):
+    """TPS prior: ``[B, K * 5, 2]``; FOMM prior: ``{'value': [B, K, 2], 'jacobian':
+    [B, K, 2, 2]}``."""
+    kp = self.detector(images, train)
+    return {k: kp[k] for k in ("value", "jacobian") if k in kp} if self.prior == "fomm" else kp
 
   def background(self, source: jax.Array, driving: jax.Array, train: bool = False) -> jax.Array:
     return self.bg_predictor(source, driving, train)
 
-  def animate(self, source: jax.Array, kp_source: jax.Array, kp_driving: jax.Array,
-              bg_param: jax.Array | None, dropout_p: jax.Array | None = None) -> dict:
+  def animate(self, source: jax.Array, kp_source, kp_driving, bg_param: jax.Array | None,
+              dropout_p: jax.Array | None = None, train: bool = False) -> dict:
     """Source + keypoints (+ background affine) -> prediction and intermediate maps.
 
     ``dropout_p`` not None: TPSMM's transform dropout with that probability (``'dropout'`` rng).
+    ``train``: batch statistics in the BatchNorm blocks (the FOMM prior's dense motion and a
+    ``norm='batch'`` generator; the TPS prior's are instance-normalised).
     """
-    motion = self.dense_motion(source, kp_source, kp_driving, bg_param,
-                               dropout=dropout_p is not None,
-                               dropout_p=0.0 if dropout_p is None else dropout_p)
-    maps = self.generator.encode(source)
+    if self.prior == "fomm":
+      motion = self.dense_motion(source, kp_source, kp_driving, train)
+    else:
+      motion = self.dense_motion(source, kp_source, kp_driving, bg_param,
+                                 dropout=dropout_p is not None,
+                                 dropout_p=0.0 if dropout_p is None else dropout_p)
+    maps = self.generator.encode(source, train)
     occlusion = motion["occlusion_map"]
     deformation = motion["deformation"]
     warped = generator_lib.warp_features(maps, deformation, occlusion, self.multi_mask)
@@ -132,7 +163,8 @@ class AnimationNet(nn.Module):
            "warped_encoder_maps": generator_lib.warp_features(
                maps, deformation, occlusion, self.multi_mask, detach_features=True)}
     if self.system == "mcnet":
-      warped, out["memory"] = self.memory(warped, kp_source, memory=self.use_memory)
+      warped, out["memory"] = self.memory(warped, keypoint_values(kp_source),
+                                          memory=self.use_memory)
     elif self.system == "mrfa":
       refined = self.refine(source, kp_source, kp_driving, maps, motion)
       warped, occlusion, deformation = (refined["warped_features"], refined["occlusion_map"],
@@ -140,7 +172,7 @@ class AnimationNet(nn.Module):
       out["refined"] = refined
     deformed = warp.warp(source, deformation)
     last = generator_lib.mask_at(occlusion, -1, source.shape[1:3], len(occlusion) > 1)
-    out["prediction"] = self.generator.decode(warped, deformed, last)
+    out["prediction"] = self.generator.decode(warped, deformed, last, train)
     out["deformed"] = deformed
     out["occlusion_map"] = occlusion
     return out
@@ -152,10 +184,20 @@ class AnimationNet(nn.Module):
     """Absolute-motion prediction of ``driving`` (used by ``init``: touches every parameter)."""
     b = source.shape[0]
     kp = self.keypoints(jnp.concatenate([source, driving]), train)
-    bg = self.background(source, driving, train)
-    out = self.animate(source, kp[:b], kp[b:], bg)
+    bg = self.background(source, driving, train) if self.prior == "tps" else None
+    out = self.animate(source, take(kp, 0, b), take(kp, b, 2 * b), bg, train=train)
     out["driving_features"] = self.driving_features(driving, out["motion"]["occlusion_map"])
     return out
+
+
+def keypoint_values(kp) -> jax.Array:
+  """The ``[B, N, 2]`` keypoint positions of either prior's keypoints."""
+  return kp["value"] if isinstance(kp, dict) else kp
+
+
+def take(tree, start: int, stop: int):
+  """Rows ``start:stop`` of every array in a keypoint tree (array or FOMM dict)."""
+  return jax.tree.map(lambda x: x[start:stop], tree)
 
 
 def net_from_config(config: ml_collections.ConfigDict) -> AnimationNet:
@@ -173,12 +215,16 @@ def net_from_config(config: ml_collections.ConfigDict) -> AnimationNet:
   # Under strategy=pmap the ResNets' BatchNorm averages its statistics over the step's device
   # axis (parallel.DATA_AXIS), so that it sees the global batch as it does under jit.
   pmap = config.get("parallel", {}).get("strategy", "jit") == "pmap"
+  prior = str(mc.get("prior", "tps"))
+  fomm_kw = dict(num_kp=int(mc.num_kp), kp_detector_kw=dict(mc.kp_detector)) if prior == "fomm" else {}
   return AnimationNet(
-      system=system, num_tps=int(mc.num_tps), points_per_tps=int(mc.points_per_tps),
-      detector_width=float(mc.detector_width), dense_motion_kw=dict(mc.dense_motion),
+      system=system, num_tps=int(mc.get("num_tps", 0)),
+      points_per_tps=int(mc.get("points_per_tps", 5)),
+      detector_width=float(mc.get("detector_width", 1.0)), dense_motion_kw=dict(mc.dense_motion),
       generator_kw=dict(mc.generator), memory_kw=dict(mc.get("memory_bank", {})),
       refine_kw=refine_kw, use_memory=memory == "on",
-      multi_mask=bool(mc.get("multi_mask", True)), bn_axis_name="data" if pmap else None)
+      multi_mask=bool(mc.get("multi_mask", True)), bn_axis_name="data" if pmap else None,
+      prior=prior, **fomm_kw)
 
 
 def perceptual_features(config: ml_collections.ConfigDict) -> losses.PerceptualFeatures:
@@ -207,17 +253,18 @@ def perceptual_features(config: ml_collections.ConfigDict) -> losses.PerceptualF
 
 def reconstruction_terms(features: losses.PerceptualFeatures, lc: ml_collections.ConfigDict,
                          pred: jax.Array, driving: jax.Array, kp_driving: jax.Array,
-                         kp_transformed: jax.Array, transform) -> dict[str, jax.Array]:
+                         kp_transformed: jax.Array, transform, kernel: str = "tpsmm"
+                         ) -> dict[str, jax.Array]:
   """The loss terms every keypoint-driven animation model shares (``config.loss`` weights; a
   zero weight drops its term): the pyramid perceptual loss and plain L1 of the prediction, and
-  the keypoint equivariance under the random ``transform``."""
+  the keypoint equivariance under the random ``transform`` (radial ``kernel``, ``tps.KERNELS``)."""
   terms = {}
   if lc.perceptual_weight > 0:
     terms["perceptual"] = lc.perceptual_weight * losses.multiscale_perceptual_loss(
         features, pred, driving, tuple(lc.perceptual_scales), tuple(lc.perceptual))
   if lc.equivariance > 0:
     terms["equivariance"] = losses.equivariance_loss(kp_driving, kp_transformed, transform,
-                                                     lc.equivariance)
+                                                     lc.equivariance, kernel)
   if lc.l1 > 0:
     terms["l1"] = lc.l1 * jnp.mean(jnp.abs(pred - driving))
   return terms
@@ -230,6 +277,16 @@ def schedule_value(step: jax.Array, total_steps: int, start: float, end: float,
   t = jnp.asarray(step, jnp.float32) / max(int(total_steps), 1)
   ramped = value * jnp.clip((t - start) / max(ramp, 1e-9), 0.0, 1.0) if ramp > 0 else value
   return jnp.where((t >= start) & (t < end), ramped, 0.0)
+
+
+def equivariance_kernel(mc: ml_collections.ConfigDict) -> str:
+  """``config.model.equivariance_transform``: the random TPS's radial kernel (``tps.KERNELS``:
+  TPSMM's, or FOMM's of MCNet); FOMM's also samples the frame with ``align_corners=False``."""
+  kernel = str(mc.get("equivariance_transform", "tpsmm"))
+  if kernel not in tps_lib.KERNELS:
+    raise ValueError(f"config.model.equivariance_transform={kernel!r}; use one of "
+                     f"{tps_lib.KERNELS}")
+  return kernel
 
 
 def dropout_schedule(step: jax.Array, total_steps: int, mc: ml_collections.ConfigDict
@@ -295,55 +352,79 @@ class AnimationModel:
     total_steps = int(self.config.total_steps)
     source, driving = batch["source"], batch["driving"]
     b = source.shape[0]
+    fomm_prior = str(mc.get("prior", "tps")) == "fomm"
     augment_kw = augment_options(self.config)
     if augment_kw:   # only then a third key: runs without augmentation keep their draws
       rng, rng_aug = jax.random.split(rng)
       source, driving = augment.augment_pair(rng_aug, source, driving, **augment_kw)
     rng_eq, rng_drop = jax.random.split(rng)
-    transformed, transform = losses.random_transform_frame(rng_eq, driving)
-    bg_on = schedule_value(step, total_steps, float(mc.bg_start), float("inf"), 0.0, 1.0) > 0
-    dropout_p = dropout_schedule(step, total_steps, mc)
+    kernel = equivariance_kernel(mc)
+    transformed, transform = losses.random_transform_frame(
+        rng_eq, driving, kernel=kernel, align_corners=kernel == "tpsmm")
+    if fomm_prior:   # FOMM has no background predictor and no transform dropout
+      bg_on, dropout_p = jnp.asarray(False), None
+    else:
+      bg_on = schedule_value(step, total_steps, float(mc.bg_start), float("inf"), 0.0, 1.0) > 0
+      dropout_p = dropout_schedule(step, total_steps, mc)
     separate = str(mc.get("detector_batches", "joint")) == "separate"
 
     def forward(net):
-      if separate:   # the reference: three detector batches and two background ones
+      if separate:   # the references: three detector batches (and two background ones)
         kp_s, kp_d, kp_t = (net.keypoints(x, train=True) for x in (source, driving, transformed))
-        bg, bg_reverse = (net.background(source, driving, train=True),
-                          net.background(driving, source, train=True))
       else:
         kp = net.keypoints(jnp.concatenate([source, driving, transformed]), train=True)
-        kp_s, kp_d, kp_t = kp[:b], kp[b:2 * b], kp[2 * b:]
-        pair = net.background(jnp.concatenate([source, driving]),
-                              jnp.concatenate([driving, source]), train=True)
-        bg, bg_reverse = pair[:b], pair[b:]
-      eye = jnp.broadcast_to(jnp.eye(3, dtype=bg.dtype), bg.shape)
-      out = net.animate(source, kp_s, kp_d, jnp.where(bg_on, bg, eye), dropout_p)
-      out["driving_features"] = net.driving_features(driving, out["motion"]["occlusion_map"])
-      out.update(kp_transformed=kp_t, bg=bg, bg_reverse=bg_reverse)
+        kp_s, kp_d, kp_t = take(kp, 0, b), take(kp, b, 2 * b), take(kp, 2 * b, 3 * b)
+      out = {"kp_transformed": kp_t}
+      bg_param = None
+      if not fomm_prior:
+        if separate:
+          bg, bg_reverse = (net.background(source, driving, train=True),
+                            net.background(driving, source, train=True))
+        else:
+          pair = net.background(jnp.concatenate([source, driving]),
+                                jnp.concatenate([driving, source]), train=True)
+          bg, bg_reverse = pair[:b], pair[b:]
+        eye = jnp.broadcast_to(jnp.eye(3, dtype=bg.dtype), bg.shape)
+        bg_param = jnp.where(bg_on, bg, eye)
+        out.update(bg=bg, bg_reverse=bg_reverse)
+      out.update(net.animate(source, kp_s, kp_d, bg_param, dropout_p, train=True))
+      if lc.warp > 0:
+        out["driving_features"] = net.driving_features(driving, out["motion"]["occlusion_map"])
       return out
 
     out, updates = nn.apply(forward, self.net, mutable=["batch_stats"])(
         {"params": params, "batch_stats": batch_stats}, rngs={"dropout": rng_drop})
     pred = out["prediction"]
-    terms = reconstruction_terms(self.features, lc, pred, driving, out["kp_driving"],
-                                 out["kp_transformed"], transform)
+    kp_s, kp_d, kp_t = out["kp_source"], out["kp_driving"], out["kp_transformed"]
+    terms = reconstruction_terms(self.features, lc, pred, driving, keypoint_values(kp_d),
+                                 keypoint_values(kp_t), transform, kernel)
     l1 = terms.pop("l1", None)   # summed after warp and bg, as before the terms were shared
+    if lc.get("equivariance_jacobian", 0.0) > 0 and fomm_prior:
+      terms["equivariance_jacobian"] = losses.equivariance_jacobian_loss(
+          kp_d["jacobian"], kp_t["value"], kp_t["jacobian"], transform,
+          lc.equivariance_jacobian, kernel)
+    if lc.get("kp_distance", 0.0) > 0:
+      terms["kp_distance"] = lc.kp_distance * (
+          losses.keypoint_distance_loss(keypoint_values(kp_s))
+          + losses.keypoint_distance_loss(keypoint_values(kp_d)))
     if lc.warp > 0:
       terms["warp"] = losses.warp_loss(out["driving_features"], out["warped_encoder_maps"],
                                        lc.warp)
-    if lc.bg > 0:
+    if lc.bg > 0 and not fomm_prior:
       terms["bg"] = jnp.where(bg_on, losses.background_loss(out["bg"], out["bg_reverse"], lc.bg),
                               0.0)
     if l1 is not None:
       terms["l1"] = l1
     if "memory" in out and out["memory"] and lc.consistency > 0:
       terms["consistency"] = lc.consistency * memory_lib.consistency_loss(
-          out["memory"]["features"], out["memory"]["values"])
+          out["memory"]["features"], out["memory"]["values"],
+          str(lc.get("consistency_resize", "feature")))
     total = sum(terms.values())
     mse = jnp.mean((pred - driving) ** 2)
     metrics_out = {**{f"loss_{k}": v for k, v in terms.items()},
-                   "l1": jnp.mean(jnp.abs(pred - driving)), "psnr": metrics.mse_to_psnr(mse),
-                   "dropout_p": dropout_p, "bg_on": bg_on.astype(jnp.float32)}
+                   "l1": jnp.mean(jnp.abs(pred - driving)), "psnr": metrics.mse_to_psnr(mse)}
+    if not fomm_prior:
+      metrics_out.update(dropout_p=dropout_p, bg_on=bg_on.astype(jnp.float32))
     return total, (metrics_out, updates["batch_stats"])
 
   def trainable(self, params):
@@ -374,9 +455,10 @@ class AnimationModel:
   def _predict_fn(self, params, batch_stats, source, kp_source, kp_driving, driving,
                   relative: bool):
     variables = self._variables(params, batch_stats)
+    background = not relative and str(self.config.model.get("prior", "tps")) == "tps"
 
     def run(net):
-      bg = None if relative else net.background(source, driving)
+      bg = net.background(source, driving) if background else None
       return net.animate(source, kp_source, kp_driving, bg)["prediction"]
 
     return nn.apply(run, self.net)(variables)
@@ -398,18 +480,19 @@ class AnimationModel:
     driving = np.asarray(driving, np.float32)
     t = len(driving)
     src = np.repeat(np.asarray(source, np.float32)[None], chunk, 0)
-    kp_s = np.asarray(self._keypoints(params, batch_stats, src))   # the same row, chunk times
+    to_host = lambda tree: jax.tree.map(np.asarray, tree)
+    kp_s = to_host(self._keypoints(params, batch_stats, src))   # the same row, chunk times
     out = []
     kp_initial = None
     for start in range(0, t, chunk):
       piece = driving[start:start + chunk]
       n = len(piece)
       piece = _pad_to(piece, chunk)
-      kp_d = np.asarray(self._keypoints(params, batch_stats, piece))
+      kp_d = to_host(self._keypoints(params, batch_stats, piece))
       if kp_initial is None:
-        kp_initial = np.repeat(kp_d[:1], chunk, 0)
+        kp_initial = jax.tree.map(lambda x: np.repeat(x[:1], chunk, 0), kp_d)
       if relative:
-        kp_d = np.asarray(transfer.relative_keypoints(kp_s, kp_d, kp_initial))
+        kp_d = to_host(transfer.relative_motion(kp_s, kp_d, kp_initial))
       pred = self._predict(params, batch_stats, src, kp_s, kp_d, piece, relative=relative)
       out.append(np.asarray(pred)[:n])
       if progress is not None:
@@ -458,7 +541,7 @@ class AnimationModel:
                                                                 "driving_initial"))
     kp_s, kp_d, kp_0 = (self._keypoints(params, batch_stats, x) for x in (source, driving,
                                                                           initial))
-    kp = transfer.relative_keypoints(kp_s, kp_d, kp_0)
+    kp = transfer.relative_motion(kp_s, kp_d, kp_0)
     return self._predict(params, batch_stats, source, kp_s, kp, driving, relative=True)
 
   def _relative_pairs(self, params, batch_stats, triples: dict, chunk: int) -> np.ndarray:

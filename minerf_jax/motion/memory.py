@@ -39,7 +39,8 @@ Departures from the reference, all deliberate:
 * ``memory=False`` returns the warped maps themselves: the TPSMM generator path exactly.
 
 ``consistency_loss`` is MCNet's ``feat_consistent`` term (README weight 10): ``mean |sg(f) - v|``
-per compensated scale, summed (values are at the memory resolution; see its docstring).
+per compensated scale, summed (the features resized to the memory resolution, as the reference
+does; see its docstring).
 """
 from __future__ import annotations
 
@@ -225,18 +226,31 @@ class MemoryCompensation(nn.Module):
     return out, aux
 
 
-def consistency_loss(features: Sequence[jax.Array], values: Sequence[jax.Array]) -> jax.Array:
+CONSISTENCY_RESIZE = ("feature", "value")
+
+
+def consistency_loss(features: Sequence[jax.Array], values: Sequence[jax.Array],
+                     resize: str = "feature") -> jax.Array:
   """MCNet's feature consistency: ``sum_i mean |stop_gradient(f_i) - v_i|`` (unweighted).
 
   ``f_i`` are the projected warped features and ``v_i`` the memory values of each compensated
   scale (``aux['features']``, ``aux['values']``). The loss pulls the (identity-conditioned) memory
   towards the projected features, and the features get no gradient from it. The values live at
-  the memory resolution; the reference subtracts them directly, which only matches the feature
-  shape where both are 32x32 (the bottleneck at 256 px). Here a value map of another size is
-  first resized (bilinear, ``align_corners=True``) to the feature resolution.
+  the memory resolution (32 px in the reference), the features at their scale's (32, 64, 128 px
+  at 256). ``resize='feature'`` (the reference's ``GeneratorFullModel``: ``F.interpolate`` of the
+  target to the value's size) resizes the feature map to the value's resolution (bilinear,
+  ``align_corners=True``: point sampling, no anti-aliasing); ``'value'`` (ours before the
+  golden comparison) resizes the value map to the feature's.
   """
+  if resize not in CONSISTENCY_RESIZE:
+    raise ValueError(f"consistency resize {resize!r}; use one of {CONSISTENCY_RESIZE}")
   total = jnp.float32(0.0)
   for f, v in zip(features, values):
-    v = warp.resize_bilinear(v, f.shape[1:3])
-    total = total + jnp.mean(jnp.abs(jax.lax.stop_gradient(f) - v))
+    f = jax.lax.stop_gradient(f)
+    if f.shape[1:3] != v.shape[1:3]:
+      if resize == "feature":
+        f = warp.resize_bilinear(f, v.shape[1:3])
+      else:
+        v = warp.resize_bilinear(v, f.shape[1:3])
+    total = total + jnp.mean(jnp.abs(f - v))
   return total

@@ -24,6 +24,10 @@ Random transforms for the equivariance loss (mode ``'random'`` in the reference)
 ``N(0, sigma_tps)`` weights that, as in the reference, are *shared by x and y* (one weight per
 control point, added to both coordinates). Both kinds are the same ``TPS`` tuple here: the
 weights' last axis is 2 or 1 (broadcast).
+
+Two radial kernels (``KERNELS``): TPSMM's ``'tpsmm'`` above, and FOMM's ``'fomm'`` of the random
+transform in FOMM and MCNet (``modules/model.py: Transform``): ``U(d) = d^2 log(d + 1e-6)`` of
+the *L1* distance ``d = |dx| + |dy|``. ``warp_points`` / ``warp_grid`` take ``kernel``.
 """
 from __future__ import annotations
 
@@ -35,6 +39,8 @@ import jax.numpy as jnp
 from minerf_jax.motion import warp
 
 KERNEL_EPS = 1e-9          # inside the log of the radial basis, as in the reference
+FOMM_KERNEL_EPS = 1e-6     # FOMM's Transform: d^2 log(d + 1e-6), d the L1 distance
+KERNELS = ("tpsmm", "fomm")
 DEFAULT_REGULARIZATION = 0.01
 
 
@@ -92,16 +98,34 @@ def affine_points(theta: jax.Array, points: jax.Array) -> jax.Array:
           + theta[..., None, :, 2])
 
 
-def warp_points(tps: TPS, points: jax.Array) -> jax.Array:
+def _basis(points: jax.Array, control_points: jax.Array, kernel: str) -> jax.Array:
+  """``[..., P, n]`` radial basis of ``kernel`` (module docstring) between points and controls."""
+  if kernel == "tpsmm":
+    return radial_basis(_pairwise_sq_dist(points, control_points))
+  if kernel == "fomm":
+    d = jnp.sum(jnp.abs(points[..., :, None, :] - control_points[..., None, :, :]), axis=-1)
+    return jnp.square(d) * jnp.log(d + FOMM_KERNEL_EPS)
+  raise ValueError(f"TPS kernel {kernel!r}; use one of {KERNELS}")
+
+
+def warp_points(tps: TPS, points: jax.Array, kernel: str = "tpsmm") -> jax.Array:
   """Transform ``points`` ``[..., P, 2]``; leading dims broadcast against the spline's."""
-  basis = radial_basis(_pairwise_sq_dist(points, tps.control_points))         # [..., P, n]
+  basis = _basis(points, tps.control_points, kernel)                           # [..., P, n]
   return affine_points(tps.affine, points) + jnp.matmul(basis, tps.weights)
 
 
-def warp_grid(tps: TPS, h: int, w: int) -> jax.Array:
+def jacobian_at(tps: TPS, points: jax.Array, kernel: str = "tpsmm") -> jax.Array:
+  """``[B, P, 2, 2]`` Jacobians ``d T(p) / d p`` (rows: output x, y) of a batch of splines at
+  ``points`` ``[B, P, 2]`` (FOMM's ``Transform.jacobian``, by forward-mode differentiation)."""
+  def one(spline, p):
+    return jax.jacfwd(lambda q: warp_points(spline, q[None], kernel)[0])(p)
+  return jax.vmap(jax.vmap(one, in_axes=(None, 0)))(tps, points)
+
+
+def warp_grid(tps: TPS, h: int, w: int, kernel: str = "tpsmm") -> jax.Array:
   """The spline applied to the ``[h, w]`` identity grid: ``[..., h, w, 2]`` sampling grid."""
   grid = warp.coordinate_grid(h, w, tps.affine.dtype).reshape(h * w, 2)
-  out = warp_points(tps, grid)
+  out = warp_points(tps, grid, kernel)
   return out.reshape(out.shape[:-2] + (h, w, 2))
 
 

@@ -18,6 +18,11 @@ segment (collinear points split an edge into its pieces), and the shoelace sum o
 twice the area. That is O(N^3) work for N points, about 125k comparisons for TPSMM's 50, cheaper
 than any host round trip. Duplicated points are counted once.
 
+FOMM-style keypoints (``motion/fomm.py``: dicts with ``value`` ``[B, K, 2]`` and ``jacobian``
+``[B, K, 2, 2]``) also move their Jacobians relatively (``use_relative_jacobian`` in FOMM's and
+MCNet's ``normalize_kp``): ``J_new = (J_driving J_driving_initial^{-1}) J_source``;
+``relative_motion`` takes either kind.
+
 ``mode='standard'`` uses the driving keypoints unchanged (same identity reenactment);
 ``adapt_scale=False`` skips the area ratio.
 """
@@ -73,6 +78,19 @@ def relative_keypoints(kp_source: jax.Array, kp_driving: jax.Array,
     scale = jnp.sqrt(convex_hull_area(kp_source) / convex_hull_area(kp_driving_initial))
     diff = diff * scale[:, None, None]
   return kp_source + diff
+
+
+def relative_motion(kp_source, kp_driving, kp_driving_initial, adapt_scale: bool = True):
+  """``relative_keypoints`` for plain ``[B, N, 2]`` keypoints, or for FOMM dicts (``value`` and
+  ``jacobian``): values as ``relative_keypoints``, Jacobians ``J_d J_0^{-1} J_s``."""
+  if not isinstance(kp_source, dict):
+    return relative_keypoints(kp_source, kp_driving, kp_driving_initial, adapt_scale)
+  out = {"value": relative_keypoints(kp_source["value"], kp_driving["value"],
+                                     kp_driving_initial["value"], adapt_scale)}
+  if "jacobian" in kp_source:
+    change = jnp.matmul(kp_driving["jacobian"], jnp.linalg.inv(kp_driving_initial["jacobian"]))
+    out["jacobian"] = jnp.matmul(change, kp_source["jacobian"])
+  return out
 
 
 def transfer_keypoints(kp_source: jax.Array, kp_driving: jax.Array,
