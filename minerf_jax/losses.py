@@ -252,11 +252,18 @@ def random_transform_frame(rng: jax.Array, frame: jax.Array,
   ``grid_sample`` without ``align_corners``, i.e. ``False`` under PyTorch >= 1.3. Feed ``F'`` to
   the keypoint detector, then ``equivariance_loss`` (with the same ``kernel``).
   """
-  b, h, w, _ = frame.shape
-  transform = tps_lib.random_tps(rng, b, sigma_affine, sigma_tps, points_tps, frame.dtype)
+  transform = tps_lib.random_tps(rng, frame.shape[0], sigma_affine, sigma_tps, points_tps,
+                                 frame.dtype)
+  return transform_frame(frame, transform, kernel, align_corners), transform
+
+
+def transform_frame(frame: jax.Array, transform: tps_lib.TPS, kernel: str = "tpsmm",
+                    align_corners: bool = True) -> jax.Array:
+  """``F'(p) = F(T(p))``: ``frame`` ``[B, H, W, C]`` resampled through ``transform`` (reflection
+  padding); see ``random_transform_frame``."""
+  _, h, w, _ = frame.shape
   grid = tps_lib.warp_grid(transform, h, w, kernel)
-  return (warp.grid_sample(frame, grid, align_corners=align_corners, padding_mode="reflection"),
-          transform)
+  return warp.grid_sample(frame, grid, align_corners=align_corners, padding_mode="reflection")
 
 
 def equivariance_loss(kp_driving: jax.Array, kp_transformed: jax.Array,

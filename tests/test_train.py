@@ -539,8 +539,9 @@ def test_launcher_override_reaches_config_json_and_mismatch_exits_in_one_line(tm
 
 
 def test_per_module_inf_norm_clipping_is_torchs():
-  """optimizer.clip_inf_norm: PyTorch's clip_grad_norm_(norm_type=inf) on each named module."""
-  tx = loop.clip_modules_by_inf_norm(10.0, ("a", "b"))
+  """optimizer.clip_norm (clip_norm_type='inf'): PyTorch's clip_grad_norm_(norm_type=inf) on
+  each named module."""
+  tx = loop.clip_modules_by_norm(10.0, ("a", "b"))
   grads = {"a": {"x": jnp.array([20.0, -5.0]), "y": jnp.array([1.0])},
            "b": {"z": jnp.array([-4.0])}, "c": {"w": jnp.array([100.0])}}
   out, _ = tx.update(grads, tx.init(grads))
@@ -550,4 +551,33 @@ def test_per_module_inf_norm_clipping_is_torchs():
   np.testing.assert_array_equal(out["b"]["z"], [-4.0])
   np.testing.assert_array_equal(out["c"]["w"], [100.0])
   with pytest.raises(ValueError, match=r"clip_modules names \['d'\]"):
-    loop.clip_modules_by_inf_norm(10.0, ("d",)).update(grads, None)
+    loop.clip_modules_by_norm(10.0, ("d",)).update(grads, None)
+
+
+def test_grouped_l2_norm_clipping_is_torchs():
+  """clip_norm_type='2' with a group 'b+c' (MCNet: the generator with its dense motion and
+  memory): one Euclidean norm over the group's gradients, as one clip_grad_norm_ call."""
+  tx = loop.clip_modules_by_norm(10.0, ("a", "b+c"), "2")
+  grads = {"a": {"x": jnp.array([3.0, 4.0])}, "b": {"y": jnp.array([12.0])},
+           "c": {"z": jnp.array([-16.0])}, "d": {"w": jnp.array([100.0])}}
+  out, _ = tx.update(grads, tx.init(grads))
+  np.testing.assert_array_equal(out["a"]["x"], [3.0, 4.0])        # norm 5: under the bound
+  coef = 10.0 / (20.0 + 1e-6)                                      # |(12, -16)| = 20
+  np.testing.assert_allclose(out["b"]["y"], [12.0 * coef], rtol=1e-6)
+  np.testing.assert_allclose(out["c"]["z"], [-16.0 * coef], rtol=1e-6)
+  np.testing.assert_array_equal(out["d"]["w"], [100.0])
+  with pytest.raises(ValueError, match="clip_norm_type='1'"):
+    loop.clip_modules_by_norm(10.0, ("a",), "1")
+
+
+def test_multistep_milestones_are_fractions_of_the_schedule():
+  """MCNet's x0.1 at 80% (optimizer.milestones=(0.8,)); the default (0.7, 0.9) of TPSMM."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  opt = ml_collections.ConfigDict(dict(lr=1.0, lr_end=0.0, schedule="multistep",
+                                       milestones=(0.8,)))
+  lr = loop.learning_rate_schedule(opt, 100)
+  np.testing.assert_allclose([float(lr(s)) for s in (0, 79, 80, 99)], [1.0, 1.0, 0.1, 0.1])
+  opt.milestones = (0.7, 0.9)
+  lr = loop.learning_rate_schedule(opt, 100)
+  np.testing.assert_allclose([float(lr(s)) for s in (69, 70, 89, 90)], [1.0, 0.1, 0.1, 0.01],
+                             rtol=1e-6)

@@ -34,6 +34,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 
 import numpy as np
 import torch
@@ -144,7 +145,69 @@ def tpsmm_stages(nets: dict, source: torch.Tensor, driving: torch.Tensor) -> dic
   return {k: v.numpy() for k, v in out.items()}
 
 
-MCNET_MODULES = ["modules.keypoint_detector", "modules.generator"]
+MCNET_MODULES = ["modules.keypoint_detector", "modules.generator", "modules.model"]
+# GeneratorFullModel's loss weights for the README's command (perceptual and GAN off: VGG19
+# weights cannot be downloaded here, and the perceptual pyramid is TPSMM's, golden-tested apart).
+MCNET_LOSS_WEIGHTS = dict(generator_gan=0, discriminator_gan=1, feature_matching=[10, 10, 10, 10],
+                          perceptual=[0, 0, 0, 0, 0], equivariance_value=10,
+                          equivariance_jacobian=10, l1=0, kp_distance=10, feat_consistent=10)
+
+
+class _Parallel(nn.Module):
+  """What ``DataParallelWithCallback`` gives ``GeneratorFullModel``: ``.module`` and calls."""
+
+  def __init__(self, module):
+    super().__init__()
+    self.module = module
+
+  def forward(self, *args, **kwargs):
+    return self.module(*args, **kwargs)
+
+
+def mcnet_loss_stages(mods: dict, kp: nn.Module, gen: nn.Module, source: torch.Tensor,
+                      driving: torch.Tensor, seed: int) -> dict:
+  """The authors' ``GeneratorFullModel`` (train mode) on one pair: its random FOMM transform
+  (parameters, transformed frame, transformed keypoints and Jacobians, the transform's values and
+  Jacobians at them) and its loss terms. CUDA calls become no-ops on this CPU."""
+  model_mod = mods["modules.model"]
+  recorded = {}
+
+  class RecordedTransform(model_mod.Transform):
+    def __init__(self, bs, **kwargs):
+      super().__init__(bs, **kwargs)
+      recorded["transform"] = self
+
+  cuda = torch.Tensor.cuda
+  torch.Tensor.cuda = lambda self, *a, **k: self
+  model_mod.Transform = RecordedTransform
+  try:
+    train_params = dict(scales=[1, 0.5, 0.25, 0.125], loss_weights=MCNET_LOSS_WEIGHTS,
+                        transform_params=dict(sigma_affine=0.05, sigma_tps=0.005, points_tps=5))
+    disc = types.SimpleNamespace(module=types.SimpleNamespace(scales=[1]))
+    full = model_mod.GeneratorFullModel(_Parallel(kp), _Parallel(gen), disc, train_params,
+                                        argparse.Namespace()).double()
+    kp.train()
+    gen.train()
+    torch.manual_seed(seed)
+    loss_values, generated = full({"source": source, "driving": driving})
+  finally:
+    torch.Tensor.cuda = cuda
+    model_mod.Transform = model_mod.Transform.__mro__[1]
+  t = recorded["transform"]
+  kp_t = generated["transformed_kp"]
+  out = {"loss/theta": t.theta, "loss/control_params": t.control_params,
+         "loss/control_points": t.control_points,
+         "loss/transformed_frame": generated["transformed_frame"],
+         "loss/kp_transformed": kp_t["value"], "loss/jacobian_transformed": kp_t["jacobian"],
+         "loss/kp_source": generated["kp_source"]["value"],
+         "loss/kp_driving": generated["kp_driving"]["value"],
+         "loss/jacobian_driving": generated["kp_driving"]["jacobian"],
+         "loss/warped_kp_transformed": t.warp_coordinates(kp_t["value"]),
+         "loss/transform_jacobian": t.jacobian(kp_t["value"])}
+  out.update({f"loss/memory_features/{i}": f for i, f in enumerate(generated["feat_list"])})
+  out.update({f"loss/memory_values/{i}": v for i, v in enumerate(generated["value_list"])})
+  out.update({f"loss/{k}": v for k, v in loss_values.items()})
+  return {k: v.detach().numpy().astype(np.float32) for k, v in out.items()}
 
 
 def narrow_memory_unit(unit: nn.Module, widths: dict[int, int], generator: torch.Generator) -> None:
@@ -212,6 +275,9 @@ def make_mcnet_golden(reference_dir: str, out: str, seed: int = 0) -> None:
                          ("compensated", [o[f"visual_after_{w}"] for w in sorted(widths)])):
         stages.update({f"{mode}/{name}/{i}": m for i, m in enumerate(maps)})
   arrays.update({k: v.numpy().astype(np.float32) for k, v in stages.items()})
+  # The training losses, from fresh float64 copies (the loop above ran BatchNorm in train mode).
+  arrays.update(mcnet_loss_stages(mods, copy.deepcopy(kp).double(), copy.deepcopy(gen).double(),
+                                  source, driving, seed))
   arrays.update({"in/source": source.float().numpy(), "in/driving": driving.float().numpy()})
   save_fixture(out, arrays, "mcnet", reference_dir, seed)
 
