@@ -194,23 +194,28 @@ def suite_throughput() -> dict:
 
 
 # Counted with the authors' code at vox-256: TPSMM by tools/make_goldens.py --full_checkpoint
-# (85,095,490), MCNet part by part (motion/params.py: MCNET_REFERENCE_PARTS); MRFA's total from
-# its config/vox1.yaml (not yet counted part by part).
+# (85,095,490), MCNet part by part (motion/params.py: MCNET_REFERENCE_PARTS; the same total from
+# make_goldens.py --model=mcnet --full_checkpoint); MRFA's total from its config/vox1.yaml (not
+# yet counted part by part).
 REFERENCE_PARAMS = {"tpsmm": 85_095_490, "mcnet": 101_841_273, "mrfa": 114.3e6}
 
 
 def frame_gmacs(model, variables, size: int) -> float:
   """GMACs (XLA's HLO cost analysis, flops / 2) of animating one frame at ``size`` x ``size``:
-  keypoints of the driving frame, background affine, dense motion and generator (+ memory or
-  refinement). The source's keypoints are computed once per video and are not counted."""
+  keypoints of the driving frame, background affine (TPS prior), dense motion and generator
+  (+ memory or refinement). The source's keypoints are computed once per video and are not
+  counted."""
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
   image = jax.ShapeDtypeStruct((1, size, size, 3), np.float32)
-  kp = jax.ShapeDtypeStruct((1, model.net.num_tps * model.net.points_per_tps, 2), np.float32)
+  kp = jax.eval_shape(lambda v, x: model.net.apply(v, x, method=type(model.net).keypoints),
+                      variables, image)
+  background = model.net.prior == "tps"
 
   def frame(v, source, driving, kp_source):
     def run(net):
       kp_driving = net.keypoints(driving)
-      return net.animate(source, kp_source, kp_driving, net.background(source, driving))
+      bg = net.background(source, driving) if background else None
+      return net.animate(source, kp_source, kp_driving, bg)
     return nn.apply(run, model.net)(v)["prediction"]
 
   cost = jax.jit(frame).lower(variables, image, image, kp).cost_analysis()
@@ -219,37 +224,40 @@ def frame_gmacs(model, variables, size: int) -> float:
 
 
 def suite_motion_params() -> dict:
-  """Full-size configs (configs/{tpsmm,mcnet,mrfa}.py) traced with jax.eval_shape."""
+  """Full-size configs traced with jax.eval_shape: each system's default config (TPSMM and MCNet
+  as published, MRFA ours so far) and our MCNet variant (``configs/mcnet.py:tpsmm``), with the
+  authors' counts beside the published ones."""
   import importlib  # pylint: disable=g-import-not-at-top
   from minerf_jax.motion import params  # pylint: disable=g-import-not-at-top
-  breakdowns = {"tpsmm": params.full_size_parameter_counts,
-                "mcnet": params.mcnet_parameter_counts, "mrfa": params.mrfa_parameter_counts}
+  # label: (config module, variant, part counts, published?)
+  builds = {"tpsmm": ("tpsmm", "", params.full_size_parameter_counts, True),
+            "mcnet": ("mcnet", "", params.mcnet_published_parameter_counts, True),
+            "mcnet:tpsmm": ("mcnet", "tpsmm", params.mcnet_parameter_counts, False),
+            "mrfa": ("mrfa", "", params.mrfa_parameter_counts, False)}
   results = {}
-  for name in ("tpsmm", "mcnet", "mrfa"):
-    config = importlib.import_module(f"configs.{name}").get_config()
+  for label, (module, variant, breakdown, published) in builds.items():
+    config = importlib.import_module(f"configs.{module}").get_config(variant)
     model = models.build(config)
     size = pipeline.image_size(config)
     image = np.zeros((2, size, size, 3), np.float32)
     variables = jax.eval_shape(lambda: model.init_variables(
         jax.random.PRNGKey(0), {"source": image, "driving": image}))
     total = params.count(variables["params"])
-    counts = breakdowns[name]()
+    counts = breakdown()
     if counts["total"] != total:   # the model assembles exactly the parts counted below
-      raise AssertionError(f"{name}: model {total} != parts {counts['total']}")
+      raise AssertionError(f"{label}: model {total} != parts {counts['total']}")
     gmacs = frame_gmacs(model, variables, size)
-    ref = REFERENCE_PARAMS[name]
-    results[name] = dict(counts, reference=ref, relative=total / ref - 1, gmacs_per_frame=gmacs,
-                         image_size=size)
-    parts = "  ".join(f"{k}={v / 1e6:.2f}M" for k, v in counts.items() if k != "total")
-    print(f"{name}: params={total / 1e6:.2f}M reference={ref / 1e6:.1f}M "
-          f"({100 * (total / ref - 1):+.1f}%)  GMACs/frame={gmacs:.1f} at {size}x{size}  {parts}",
-          flush=True)
-  # MCNet as published (FOMM base), from our parts; not yet a config (issue 13).
-  ours, theirs = params.mcnet_published_parameter_counts(), params.MCNET_REFERENCE_PARTS
-  results["mcnet_published"] = dict(ours, reference=dict(theirs))
-  print("mcnet (published, FOMM-based parts): " + "  ".join(
-      f"{k}={v:,d} (reference {theirs[k]:,d})" for k, v in ours.items() if k != "total")
-        + f"  total={ours['total']:,d} (reference {sum(theirs.values()):,d})", flush=True)
+    ref = REFERENCE_PARAMS[module]
+    results[label] = dict(counts, reference=ref, relative=total / ref - 1, gmacs_per_frame=gmacs,
+                          image_size=size, published=published)
+    parts = "  ".join(f"{k}={v:,d}" for k, v in counts.items() if k != "total")
+    kind = ("published: equal to the authors'" if published and total == ref else
+            "published" if published else "ours; the authors' published model has")
+    print(f"{label:12s} params={total:>12,d}  ({kind} {ref:,.0f}, {100 * (total / ref - 1):+.2f}%)"
+          f"  GMACs/frame={gmacs:.1f} at {size}x{size}  {parts}", flush=True)
+  theirs = params.MCNET_REFERENCE_PARTS
+  print("mcnet parts, ours (reference): " + "  ".join(
+      f"{k}={results['mcnet'][k]:,d} ({v:,d})" for k, v in theirs.items()), flush=True)
   return results
 
 
@@ -322,7 +330,7 @@ def suite_lokitalk_adapt() -> dict:
 
 def suite_head3d_compare() -> dict:
   from launch import head3d_bench  # pylint: disable=g-import-not-at-top
-  chosen = _models(head3d_bench.MODELS)
+  chosen = _LOKI_MODELS.value and _models(head3d_bench.KNOWN) or head3d_bench.MODELS
   variant = _VARIANT.value if _VARIANT.present else "synthetic"
   return head3d_bench.suite(_OUT_DIR.value, variant, _horizon(250), chosen,
                             overrides=_overrides())

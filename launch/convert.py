@@ -2,6 +2,8 @@ r"""Imports an authors' released PyTorch checkpoint as a run of ours.
 
   python -m launch.convert --model=tpsmm --torch_checkpoint=vox.pth.tar --workdir=runs/tpsmm_vox \
       [--config=configs/tpsmm.py] [--config.data.image_size=384 ...]
+  python -m launch.convert --model=mcnet --torch_checkpoint=00000099-checkpoint.pth.tar \
+      --workdir=runs/mcnet_vox
 
 The result is a training run directory like any other (``config.json`` and an Orbax checkpoint
 at step 0 with the parameters, the BatchNorm statistics and a fresh optimiser state), so
@@ -9,9 +11,10 @@ at step 0 with the parameters, the BatchNorm statistics and a fresh optimiser st
 fine-tunes it from step 0) and ``init_from=DIR`` use it as they use a trained run.
 
 * ``--model``: ``tpsmm`` (yoyo-nb/Thin-Plate-Spline-Motion-Model: vox, ted, taichi and mgif
-  checkpoints). MCNet and MRFA convert once their published architectures are built (issue 13).
-* The model sizes (``num_tps``, widths, depths, ``scale_factor``) are read from the
-  checkpoint's tensor shapes and override the config's; the image size is not in a checkpoint
+  checkpoints) or ``mcnet`` (harlanhong/ICCV2023-MCNET's vox checkpoint, into the published
+  config ``configs/mcnet.py``). MRFA converts once its published architecture is built.
+* The model sizes (``num_tps`` / ``num_kp``, widths, depths, ``scale_factor``, the memory's
+  size) are read from the checkpoint's tensor shapes and override the config's; the image size is not in a checkpoint
   (ted-384 needs ``--config.data.image_size=384 --config.data.resolution=384``).
 * Needs PyTorch to read the file (the ``convert`` extra: ``pip install -e '.[convert]'``); the
   tensor mapping itself is ``minerf_jax/models/torch_import.py``.
@@ -117,9 +120,11 @@ def write_run(model: str, state_dicts: dict, workdir: str,
   if config.model.name != model:
     raise ConvertError(f"--config builds model {config.model.name!r}, not {model!r}")
   try:
-    sizes = torch_import.infer_tpsmm_sizes(state_dicts)
+    sizes = torch_import.infer_sizes(model, state_dicts)
   except KeyError as e:
     raise ConvertError(f"no tensor {e}: not a {model} checkpoint") from None
+  except torch_import.ConversionError as e:
+    raise ConvertError(str(e)) from None
   changed = [f"model.{k}={v}" for k, v in sizes.items()
              if _get(config.model, k) != v]
   config.model.update_from_flattened_dict(sizes)
@@ -130,7 +135,7 @@ def write_run(model: str, state_dicts: dict, workdir: str,
   init_rng, train_rng = loop.seed_keys(config)
   init = lambda: built.init_variables(init_rng, batch)
   expected = jax.eval_shape(init)
-  default = init() if "bg_predictor" not in state_dicts else None
+  default = init() if model == "tpsmm" and "bg_predictor" not in state_dicts else None
   try:
     variables, report = torch_import.convert(model, state_dicts, expected, default)
   except torch_import.ConversionError as e:

@@ -12,6 +12,7 @@ import os
 import numpy as np
 import pytest
 
+from configs import mcnet as mcnet_config
 from configs import tpsmm as tpsmm_config
 from launch import convert
 from launch import runs
@@ -73,3 +74,36 @@ def test_a_torch_checkpoint_file_reads_back_as_its_state_dicts(golden, tmp_path)
     for name, value in tensors.items():
       np.testing.assert_array_equal(read[entry][name], value)
   assert os.path.getsize(path) > 0
+
+
+def test_converted_mcnet_run_predicts_the_reference_frames(tmp_path):
+  """The published MCNet: the golden fixture's state dicts, saved as the authors' DDP training
+  writes them ('module.' prefixes, a discriminator and optimiser entries beside), become a run of
+  configs/mcnet.py whose sizes come from the tensors; it predicts the reference's frames."""
+  meta, state_dicts, ref = goldens.load_golden("mcnet")
+  checkpoint_like = {k: {f"module.{n}": v for n, v in d.items()} for k, d in state_dicts.items()}
+  checkpoint_like.update(discriminator={"module.down_blocks.0.conv.weight": np.zeros((2, 3, 4, 4))},
+                         optimizer_generator={"state": {}}, epoch=99)
+  config = mcnet_config.get_config("test")
+  s = meta["sizes"]["image_size"]
+  config.data.image_size = config.data.resolution = s
+  assert config.model.num_kp != meta["sizes"]["num_kp"]         # the checkpoint sets the sizes
+  workdir = str(tmp_path / "run")
+  convert.write_run("mcnet", checkpoint_like, workdir, config)
+  saved = runs.load_config(workdir)
+  assert saved.model.num_kp == meta["sizes"]["num_kp"]
+  assert saved.model.memory_bank.memory_size == meta["sizes"]["memory"]["mb_spatial"]
+  model = models.build(saved)
+  params = checkpoint.load_params(workdir, model_name="mcnet")
+  batch_stats = checkpoint.load_params(workdir, model_name="mcnet", item="batch_stats")
+  batch = {k: goldens.nhwc(ref[f"in/{k}"]) for k in ("source", "driving")}
+  out = model.predict(params, batch, batch_stats=batch_stats)
+  goldens.close(out["kp_source"]["value"], ref["eval/kp_source"], "keypoints")
+  goldens.close(out["kp_source"]["jacobian"], ref["eval/jacobian_source"], "Jacobians")
+  goldens.close(out["prediction"], goldens.nhwc(ref["eval/prediction"]),
+                "prediction of the converted MCNet run")
+  # A TPSMM checkpoint is not an MCNet one: one line naming the entry.
+  _, tpsmm_dicts, _ = goldens.load_golden("tpsmm")
+  with pytest.raises(convert.ConvertError) as e:
+    convert.write_run("mcnet", tpsmm_dicts, str(tmp_path / "other"), config)
+  assert "\n" not in str(e.value) and "mcnet" in str(e.value)

@@ -154,6 +154,17 @@ def test_equivariance_loss_on_frames_with_centroid_detector():
   assert float(good) < 0.1 * float(constant), (float(good), float(constant))
 
 
+def test_keypoint_distance_counts_close_pairs_and_trains_nothing():
+  """MCNet's kp_distance: 2 x the fraction of off-diagonal keypoint pairs closer than 0.2 (the
+  golden test checks it against the authors' code); its sign() passes no gradient, as theirs."""
+  far = jnp.asarray([[[-0.5, -0.5], [0.5, -0.5], [0.0, 0.5]]])
+  assert float(losses.keypoint_distance_loss(far)) == 0.0
+  close = far.at[0, 1].set([-0.45, -0.5])            # one pair 0.05 apart: 2 of 9 entries
+  np.testing.assert_allclose(float(losses.keypoint_distance_loss(close)), 2 * 2 / 9, rtol=1e-6)
+  grad = jax.grad(lambda k: losses.keypoint_distance_loss(k))(close)
+  assert float(jnp.abs(grad).max()) == 0.0
+
+
 def test_warp_and_background_losses():
   a = [jnp.ones((1, 4, 4, 2)), jnp.zeros((1, 8, 8, 1))]
   assert float(losses.warp_loss(a, a)) == 0.0

@@ -350,4 +350,13 @@ def test_published_mcnet_parts_have_the_references_parameter_counts():
   ours = params.mcnet_published_parameter_counts()
   assert {k: v for k, v in ours.items() if k != "total"} == params.MCNET_REFERENCE_PARTS
   assert ours["total"] == 101_841_273
+  # configs/mcnet.py's default builds exactly that model (and its :tpsmm variant is ours).
+  from configs import mcnet as mcnet_config  # pylint: disable=g-import-not-at-top
+  from minerf_jax import models  # pylint: disable=g-import-not-at-top
+  for variant, total in (("", 101_841_273), ("tpsmm", params.mcnet_parameter_counts()["total"])):
+    model = models.build(mcnet_config.get_config(variant))
+    image = np.zeros((2, 256, 256, 3), np.float32)
+    shapes = jax.eval_shape(lambda m=model: m.init_variables(
+        jax.random.key(0), {"source": image, "driving": image}))
+    assert params.count(shapes["params"]) == total, variant
 

@@ -373,6 +373,43 @@ def test_relative_keypoint_transfer():
     transfer.transfer_keypoints(kp_src, kp_init, kp_init, mode="avd")
 
 
+def test_relative_motion_moves_fomm_jacobians_relatively():
+  """FOMM / MCNet keypoints (value + Jacobian): the values move as relative_keypoints; the
+  Jacobians by the driving Jacobians' change from the initial frame, J_d J_0^-1 J_s; from the
+  initial frame itself the source keypoints come back unchanged."""
+  rng = np.random.default_rng(2)
+  kp = lambda: {"value": jnp.asarray(rng.uniform(-0.5, 0.5, (2, 5, 2)), jnp.float32),
+                "jacobian": jnp.asarray(np.eye(2) + rng.normal(0, 0.2, (2, 5, 2, 2)),
+                                        jnp.float32)}
+  source, driving, initial = kp(), kp(), kp()
+  same = transfer.relative_motion(source, initial, initial)
+  np.testing.assert_allclose(same["value"], source["value"], atol=1e-6)
+  np.testing.assert_allclose(same["jacobian"], source["jacobian"], atol=1e-5)
+  out = transfer.relative_motion(source, driving, initial)
+  np.testing.assert_allclose(out["value"], transfer.relative_keypoints(
+      source["value"], driving["value"], initial["value"]), atol=1e-6)
+  change = np.asarray(driving["jacobian"]) @ np.linalg.inv(np.asarray(initial["jacobian"]))
+  np.testing.assert_allclose(out["jacobian"], change @ np.asarray(source["jacobian"]), atol=1e-5)
+  # Plain keypoints pass through to relative_keypoints.
+  np.testing.assert_allclose(transfer.relative_motion(source["value"], driving["value"],
+                                                      initial["value"]), out["value"])
+
+
+def test_tps_jacobian_is_the_derivative_of_the_warp():
+  """tps.jacobian_at (FOMM's Transform.jacobian) against central differences, both kernels."""
+  transform = tps.random_tps(jax.random.key(3), 2, sigma_affine=0.1, sigma_tps=0.05)
+  points = jax.random.uniform(jax.random.key(4), (2, 6, 2), minval=-0.9, maxval=0.9)
+  eps = 1e-3
+  for kernel in tps.KERNELS:
+    jac = np.asarray(tps.jacobian_at(transform, points, kernel))
+    for axis in range(2):
+      step = jnp.zeros(2).at[axis].set(eps)
+      diff = (tps.warp_points(transform, points + step, kernel)
+              - tps.warp_points(transform, points - step, kernel)) / (2 * eps)
+      np.testing.assert_allclose(jac[..., :, axis], np.asarray(diff), atol=2e-3)
+    assert np.abs(jac - np.eye(2)).max() > 0.05   # not the identity
+
+
 # ----------------------------------------------------------------------------------------- sizes
 
 

@@ -2,7 +2,8 @@ r"""Golden-output fixtures (and full-size checkpoints) from the authors' code, f
 
   python tools/make_goldens.py --reference_dir=PATH/Thin-Plate-Spline-Motion-Model --model=tpsmm \
       [--out=tests/data/golden_tpsmm.npz] [--full_checkpoint=/tmp/tpsmm_random.pth.tar]
-  python tools/make_goldens.py --reference_dir=PATH/ICCV2023-MCNET --model=mcnet
+  python tools/make_goldens.py --reference_dir=PATH/ICCV2023-MCNET --model=mcnet \
+      [--full_checkpoint=/tmp/mcnet_random.pth.tar]
 
 Needs PyTorch (``pip install -e .[convert]``) and a checkout of the authors' repository; neither
 enters this repository. It builds the reference model at a reduced width (``GOLDEN`` below), with
@@ -229,28 +230,75 @@ def narrow_memory_unit(unit: nn.Module, widths: dict[int, int], generator: torch
     unit.conv_kv.bias.copy_(0.1 * torch.randn(unit.conv_kv.bias.shape, generator=generator))
 
 
-def make_mcnet_golden(reference_dir: str, out: str, seed: int = 0) -> None:
-  """MCNet: FOMM detector, generator (dense motion, warps, memory, decoder), every stage."""
-  sizes = GOLDEN["mcnet"]
-  mods = reference.import_reference(reference_dir, MCNET_MODULES)
-  g = torch.Generator().manual_seed(seed)
-  torch.manual_seed(seed)
+def build_mcnet(mods: dict, sizes: dict, generator: torch.Generator, narrow: bool = True):
+  """The authors' MCNet (``KPDetector``, ``Unet_Generator_keypoint_aware`` with
+  ``ExpendMemoryUnit``) at ``sizes``, randomised; ``narrow``: re-size the memory unit's per-scale
+  layers for a reduced-width generator."""
   kp = mods["modules.keypoint_detector"].KPDetector(
       num_kp=sizes["num_kp"], num_channels=3, estimate_jacobian=True, **sizes["kp_detector"])
   gen = mods["modules.generator"].Unet_Generator_keypoint_aware(
       num_channels=3, num_kp=sizes["num_kp"], num_bottleneck_blocks=6,
       estimate_occlusion_map=True, dense_motion_params=sizes["dense_motion"],
       mbunit="ExpendMemoryUnit", **sizes["generator"], **sizes["memory"])
-  s, b = sizes["image_size"], sizes["batch"]
+  s = sizes["image_size"]
   be, top, n = (sizes["generator"][k] for k in ("block_expansion", "max_features",
                                                  "num_down_blocks"))
-  # Compensated maps: the bottleneck and every skip but the finest, {width: channels}.
-  widths = {s // 2 ** (n - i): min(top, be * 2 ** (n - i)) for i in range(n)}
-  narrow_memory_unit(gen.mbUnit, widths, g)
+  if narrow:
+    # Compensated maps: the bottleneck and every skip but the finest, {width: channels}.
+    widths = {s // 2 ** (n - i): min(top, be * 2 ** (n - i)) for i in range(n)}
+    narrow_memory_unit(gen.mbUnit, widths, generator)
+  else:
+    with torch.no_grad():   # torch.Tensor(K, C): uninitialised memory in the reference
+      gen.mbUnit.conv_kv.bias.copy_(0.1 * torch.randn(gen.mbUnit.conv_kv.bias.shape,
+                                                      generator=generator))
   for m in (kp, gen):
-    randomize(m, g)
+    randomize(m, generator)
   with torch.no_grad():   # zero-initialised Jacobian head: small random weights
-    kp.jacobian.weight.copy_(0.01 * torch.randn(kp.jacobian.weight.shape, generator=g))
+    kp.jacobian.weight.copy_(0.01 * torch.randn(kp.jacobian.weight.shape, generator=generator))
+  return kp, gen
+
+
+MCNET_VOX256 = dict(num_kp=15, image_size=256,
+                    kp_detector=dict(block_expansion=32, max_features=1024, num_blocks=5,
+                                     temperature=0.1, scale_factor=0.25),
+                    generator=dict(block_expansion=64, max_features=512, num_down_blocks=3),
+                    dense_motion=dict(block_expansion=64, max_features=1024, num_blocks=5,
+                                      scale_factor=0.25),
+                    memory=dict(mb_spatial=32, mb_channel=512))
+
+
+def make_mcnet_checkpoint(reference_dir: str, out: str, seed: int = 0) -> None:
+  """The full vox-256 MCNet (README command: 15 keypoints, 512 x 32 x 32 memory) with random
+  weights, as the authors' DDP training saves it: ``module.``-prefixed state dicts of
+  ``generator``, ``kp_detector`` and ``discriminator``, the three optimisers and ``epoch``."""
+  mods = reference.import_reference(reference_dir, MCNET_MODULES + ["modules.discriminator"])
+  g = torch.Generator().manual_seed(seed)
+  torch.manual_seed(seed)
+  kp, gen = build_mcnet(mods, MCNET_VOX256, g, narrow=False)
+  disc = mods["modules.discriminator"].MultiScaleDiscriminator(
+      scales=[1], block_expansion=32, max_features=512, num_blocks=4, use_kp=True, num_kp=15,
+      num_channels=3, estimate_jacobian=True)
+  nets = {"generator": gen, "kp_detector": kp, "discriminator": disc}
+  checkpoint = {k: {f"module.{n}": v for n, v in m.state_dict().items()} for k, m in nets.items()}
+  for k, m in nets.items():
+    checkpoint[f"optimizer_{k}"] = torch.optim.Adam(m.parameters(), lr=2e-4).state_dict()
+  checkpoint["epoch"] = 99
+  torch.save(checkpoint, out)
+  n = sum(p.numel() for k in ("generator", "kp_detector") for p in nets[k].parameters())
+  print(f"wrote {out}: vox-256 MCNet with random weights, {n:,} parameters (without the "
+        "discriminator)")
+
+
+def make_mcnet_golden(reference_dir: str, out: str, seed: int = 0) -> None:
+  """MCNet: FOMM detector, generator (dense motion, warps, memory, decoder), every stage."""
+  sizes = GOLDEN["mcnet"]
+  mods = reference.import_reference(reference_dir, MCNET_MODULES)
+  g = torch.Generator().manual_seed(seed)
+  torch.manual_seed(seed)
+  kp, gen = build_mcnet(mods, sizes, g)
+  s, b = sizes["image_size"], sizes["batch"]
+  n = sizes["generator"]["num_down_blocks"]
+  widths = {s // 2 ** (n - i) for i in range(n)}
   source, driving = smooth_images((2, b, 3, s, s), g)
   arrays = {f"sd/{entry}/{name}": value for entry, net in (("kp_detector", kp), ("generator", gen))
             for name, value in reference.numpy_state_dict(net).items()}
@@ -351,9 +399,8 @@ def main() -> None:
     {"tpsmm": make_tpsmm_golden, "mcnet": make_mcnet_golden}[args.model](
         args.reference_dir, out, args.seed)
   if args.full_checkpoint:
-    if args.model != "tpsmm":
-      raise SystemExit("error: --full_checkpoint is built for --model=tpsmm only so far")
-    make_tpsmm_checkpoint(args.reference_dir, args.full_checkpoint, args.seed)
+    {"tpsmm": make_tpsmm_checkpoint, "mcnet": make_mcnet_checkpoint}[args.model](
+        args.reference_dir, args.full_checkpoint, args.seed)
 
 
 if __name__ == "__main__":

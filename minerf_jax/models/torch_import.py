@@ -20,6 +20,13 @@ network's fixed anti-aliasing kernel (``down.weight``, a buffer we compute) are 
 Channel orders need no permutation: our NHWC layers concatenate in the reference's channel
 order (see ``motion/dense_motion.py``).
 
+MCNet (``harlanhong/ICCV2023-MCNET``; ``Logger.save_cpk`` of DDP-wrapped modules: tensor names
+may start with ``module.``, which is dropped as the authors' ``demo.py`` drops it):
+``kp_detector`` -> ``detector`` (FOMM's hourglass detector), and ``generator``, split into its
+``dense_motion_network`` -> ``dense_motion``, its memory unit ``mbUnit`` -> ``memory`` and the
+rest -> ``generator`` (``MCNET_PARTS``). ``discriminator`` (unused: ``--generator_gan 0``) and the
+optimiser states are skipped.
+
 Every tensor must land: a checkpoint of another model, a tensor we do not know, one we need but
 the checkpoint lacks, or a shape mismatch raises ``ConversionError`` with one line naming it.
 """
@@ -103,7 +110,8 @@ def _memory_leaf(name: str, value: np.ndarray, entry: Mapping) -> tuple | None:
 def split_entry(state_dicts: StateDicts, entry: str, prefixes: tuple[str, ...]) -> dict:
   """The state dicts with ``entry``'s tensors under each of ``prefixes`` (e.g. MCNet's
   ``generator.dense_motion_network.``) moved to their own entry ``'<entry>.<prefix>'``."""
-  out = {k: dict(v) for k, v in state_dicts.items() if k != entry}
+  out = {k: dict(v) if isinstance(v, Mapping) else v for k, v in state_dicts.items()
+         if k != entry}
   rest = dict(state_dicts[entry])
   for prefix in prefixes:
     out[f"{entry}.{prefix}"] = {k[len(prefix) + 1:]: rest.pop(k) for k in list(rest)
@@ -131,10 +139,26 @@ MODULES: dict[str, dict[str, tuple[str, list[Rule], tuple[str, ...], bool]]] = {
         "dense_motion_network": ("dense_motion", _DENSE_MOTION, ("down.weight",), False),
         "inpainting_network": ("generator", _GENERATOR, (), False),
     },
+    "mcnet": MCNET_PARTS,
 }
 # Checkpoint entries that are not model weights (or not of a part we build).
 SKIPPED = ("optimizer", "optimizer_bg_predictor", "avd_network", "optimizer_avd", "epoch",
-           "scheduler")
+           "scheduler", "discriminator", "optimizer_generator", "optimizer_discriminator",
+           "optimizer_kp_detector")
+
+
+def prepare(model: str, state_dicts: StateDicts) -> dict:
+  """The checkpoint's state dicts in the layout of ``MODULES[model]``: MCNet's ``module.``
+  prefixes dropped and its ``generator`` entry split (``split_entry``)."""
+  if model != "mcnet":
+    return dict(state_dicts)
+  out = {}
+  for entry, tensors in state_dicts.items():
+    if isinstance(tensors, Mapping) and entry not in SKIPPED:
+      tensors = {(k[len("module."):] if k.startswith("module.") else k): v
+                 for k, v in tensors.items()}
+    out[entry] = tensors
+  return split_entry(out, "generator", MCNET_SPLIT) if "generator" in out else out
 
 
 def supported_models() -> tuple[str, ...]:
@@ -202,7 +226,7 @@ def convert(model: str, state_dicts: StateDicts, expected: Mapping,
   """
   if model not in MODULES:
     raise ConversionError(f"no converter for model {model!r}; supported: {supported_models()}")
-  return convert_table(MODULES[model], state_dicts, expected, default, model)
+  return convert_table(MODULES[model], prepare(model, state_dicts), expected, default, model)
 
 
 def convert_table(table: Mapping, state_dicts: StateDicts, expected: Mapping,
@@ -296,6 +320,60 @@ def infer_tpsmm_sizes(state_dicts: StateDicts) -> dict[str, Any]:
           for i in range(hourglass))),
       "dense_motion.scale_factor": 2.0 ** -ups,
   }
+
+
+_FOMM_SCALES = (1.0, 0.5, 0.25, 0.125, 0.0625)
+
+
+def _antialias_scale(kernel: np.ndarray) -> float:
+  """The ``scale_factor`` of FOMM's ``AntiAliasInterpolation2d`` from its kernel's size
+  (``2 * round(4 sigma) + 1`` taps, ``sigma = (1 / scale - 1) / 2``)."""
+  size = int(np.shape(kernel)[-1])
+  for scale in _FOMM_SCALES[1:]:
+    if 2 * round(4 * (1 / scale - 1) / 2) + 1 == size:
+      return scale
+  raise ConversionError(f"anti-aliasing kernel of {size} taps matches no scale in "
+                        f"{_FOMM_SCALES[1:]}")
+
+
+def _hourglass_sizes(tensors: Mapping, prefix: str) -> dict[str, Any]:
+  """``block_expansion``, ``max_features``, ``num_blocks`` of a FOMM hourglass under ``prefix``."""
+  count = len({m[1] for k in tensors
+               if (m := re.match(rf"^{prefix}\.encoder\.down_blocks\.(\d+)\.", k))})
+  return {
+      "block_expansion": int(tensors[f"{prefix}.decoder.up_blocks.{count - 1}.conv.weight"]
+                             .shape[0]),
+      "max_features": int(max(tensors[f"{prefix}.encoder.down_blocks.{i}.conv.weight"].shape[0]
+                              for i in range(count))),
+      "num_blocks": count,
+  }
+
+
+def infer_sizes(model: str, state_dicts: StateDicts) -> dict[str, Any]:
+  """The ``config.model`` fields a checkpoint of ``model`` fixes, read from its tensor shapes
+  (dotted keys, for ``ConfigDict.update_from_flattened_dict``). A missing tensor raises
+  ``KeyError``."""
+  if model == "tpsmm":
+    return infer_tpsmm_sizes(state_dicts)
+  if model != "mcnet":
+    raise ConversionError(f"no converter for model {model!r}; supported: {supported_models()}")
+  parts = prepare(model, state_dicts)
+  kp, gen, dm, mem = (parts[k] for k in ("kp_detector", "generator",
+                                         "generator.dense_motion_network", "generator.mbUnit"))
+  downs = len({m[1] for k in gen if (m := re.match(r"^down_blocks\.(\d+)\.", k))})
+  sizes = {"num_kp": int(kp["kp.weight"].shape[0]),
+           "kp_detector.scale_factor": _antialias_scale(kp["down.weight"]),
+           "dense_motion.scale_factor": _antialias_scale(dm["down.weight"]),
+           "generator.block_expansion": int(gen["first.conv.weight"].shape[0]),
+           "generator.num_down_blocks": downs,
+           "generator.max_features": int(gen[f"down_blocks.{downs - 1}.conv.weight"].shape[0]),
+           "memory_bank.memory_channels": int(mem["mb"].shape[1]),
+           "memory_bank.memory_size": int(mem["mb"].shape[2]),
+           "memory_bank.style_hidden": int(mem["style_route.0.weight"].shape[0]),
+           "memory_bank.style_features": int(mem["style_route.2.weight"].shape[0])}
+  sizes.update({f"kp_detector.{k}": v for k, v in _hourglass_sizes(kp, "predictor").items()})
+  sizes.update({f"dense_motion.{k}": v for k, v in _hourglass_sizes(dm, "hourglass").items()})
+  return sizes
 
 
 def summary(variables: Mapping) -> str:
