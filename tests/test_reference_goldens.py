@@ -22,6 +22,7 @@ from minerf_jax.motion import fomm
 from minerf_jax.motion import generator
 from minerf_jax.motion import keypoints
 from minerf_jax.motion import memory
+from minerf_jax.motion import raft_flow
 from minerf_jax.motion import tps
 from minerf_jax.motion import warp
 
@@ -310,3 +311,82 @@ def test_mcnet_training_losses_match_the_reference(mcnet_golden):
   assert float(np.abs(ref["loss/transformed_frame"] - ref["in/driving"]).mean()) > 1e-3
   assert min(float(ref[f"loss/{k}"]) for k in ("equivariance_value", "equivariance_jacobian",
                                                  "kp_distance", "feat_consistent")) > 0.1
+
+
+# ----------------------------------------------------------------------------------------- MRFA
+
+
+@pytest.fixture(scope="module")
+def mrfa_golden():
+  """MRFA's dense motion (FOMM's, occlusion logit) and RaftFlow decoder at the fixture's sizes."""
+  meta, state_dicts, arrays = load_golden("mrfa")
+  sizes = meta["sizes"]
+  k, s = sizes["num_kp"], sizes["image_size"]
+  enc, upd = sizes["encoder"], sizes["update"]
+  nets = {
+      "dense_motion": fomm.DenseMotionNetwork(num_kp=k, **sizes["dense_motion"]),
+      "refine": raft_flow.RaftFlow(
+          size=s, dim=sizes["dim"], generator_kw=sizes["generator"],
+          encoder_block_expansion=enc["block_expansion"],
+          encoder_num_blocks=enc["num_blocks"], encoder_max_features=enc["max_features"],
+          context_features=upd["context_features"], hidden=upd["hidden"],
+          motion_features=upd["motion_features"], corr_features=tuple(upd["corr_features"]),
+          flow_features=tuple(upd["flow_features"])),
+  }
+  source = jnp.asarray(nhwc(arrays["in/source"]))
+  kp = {"value": jnp.asarray(arrays["in/kp_source"]),
+        "jacobian": jnp.asarray(arrays["in/jacobian_source"])}
+  h = s // 4
+  init = {"dense_motion": lambda n: n.init(jax.random.key(0), source, kp, kp),
+          "refine": lambda n: n.init(jax.random.key(0), source, kp["value"], kp["value"],
+                                     jnp.zeros((1, h, h, 2)), jnp.zeros((1, h, h, 1)))}
+  expected = {}
+  for name, net in nets.items():
+    for collection, sub in jax.eval_shape(lambda n=net, f=init[name]: f(n)).items():
+      expected.setdefault(collection, {})[name] = sub
+  variables, _ = torch_import.convert_table(torch_import.MRFA_DECODER_PARTS, state_dicts,
+                                            expected)
+  variables = jax.tree.map(jnp.asarray, variables)
+  part = {name: {c: t[name] for c, t in variables.items() if name in t} for name in nets}
+  return nets, part, arrays, source
+
+
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_mrfa_dense_motion_and_refinement_match_the_reference(mrfa_golden, mode):
+  """Every stage of MRFA's decoder, fed the reference's keypoints, prior flow and occlusion
+  logit: dense motion, encoder maps, structure features, each of the 6 steps' flow, looked-up
+  correlation and increments, the refined and prior-warped maps, masks, warped source and
+  prediction."""
+  nets, v, ref, source = mrfa_golden
+  train = mode == "train"
+  run = lambda net, variables: jax.jit(lambda *a: net.apply(
+      variables, *a, train=train, mutable=["batch_stats"] if train else False))
+  unpack = (lambda out: out[0]) if train else (lambda out: out)
+  kp = lambda who: {"value": jnp.asarray(ref[f"in/kp_{who}"]),
+                    "jacobian": jnp.asarray(ref[f"in/jacobian_{who}"])}
+  motion = unpack(run(nets["dense_motion"], v["dense_motion"])(source, kp("source"),
+                                                                kp("driving")))
+  close(motion["deformation"], ref[f"{mode}/deformation"], f"{mode} prior flow")
+  close(motion["occlusion_logit"], nhwc(ref[f"{mode}/occlusion_logit"]), f"{mode} occlusion logit")
+  close(np.moveaxis(np.asarray(motion["mask"]), -1, 1), ref[f"{mode}/mask"], f"{mode} masks")
+  out = unpack(run(nets["refine"], v["refine"])(
+      source, jnp.asarray(ref["in/kp_source"]), jnp.asarray(ref["in/kp_driving"]),
+      jnp.asarray(ref[f"{mode}/deformation"]), jnp.asarray(nhwc(ref[f"{mode}/occlusion_logit"]))))
+  close(out["query"], nhwc(ref[f"{mode}/q_d"]), f"{mode} driving structure features")
+  close(out["key"], nhwc(ref[f"{mode}/k_s"]), f"{mode} source structure features")
+  for name, ours in (("features", out["features"]), ("warped", out["warped"]),
+                     ("prior", out["warped_prior"]), ("masks", out["occlusion_map"])):
+    theirs = maps(ref, f"{mode}/{name}")
+    assert len(ours) == len(theirs) == 6, name
+    for i, (a, b) in enumerate(zip(ours, theirs)):
+      close(a, nhwc(b), f"{mode} {name} {i}")
+  for i, ((flow, corr), delta) in enumerate(zip(out["step_inputs"], out["increments"],
+                                               strict=True)):
+    close(flow, nhwc(ref[f"{mode}/step_flow/{i}"]), f"{mode} step {i} flow")
+    if f"{mode}/step_corr/{i}" in ref:
+      close(corr, nhwc(ref[f"{mode}/step_corr/{i}"]), f"{mode} step {i} correlation lookup")
+    close(delta, nhwc(ref[f"{mode}/step_delta/{i}"]), f"{mode} step {i} increments")
+  close(out["deformed"], nhwc(ref[f"{mode}/deformed"]), f"{mode} warped source")
+  close(out["prediction"], nhwc(ref[f"{mode}/prediction"]), f"{mode} prediction")
+  assert float(np.std(ref[f"{mode}/prediction"])) > 0.01
+  assert float(np.abs(ref[f"{mode}/step_delta/3"]).mean()) > 1e-3   # the refinement moves

@@ -4,6 +4,7 @@ r"""Golden-output fixtures (and full-size checkpoints) from the authors' code, f
       [--out=tests/data/golden_tpsmm.npz] [--full_checkpoint=/tmp/tpsmm_random.pth.tar]
   python tools/make_goldens.py --reference_dir=PATH/ICCV2023-MCNET --model=mcnet \
       [--full_checkpoint=/tmp/mcnet_random.pth.tar]
+  python tools/make_goldens.py --reference_dir=PATH/MRFA --model=mrfa    # dense motion + decoder
 
 Needs PyTorch (``pip install -e .[convert]``) and a checkout of the authors' repository; neither
 enters this repository. It builds the reference model at a reduced width (``GOLDEN`` below), with
@@ -60,6 +61,17 @@ GOLDEN = {
                                     scale_factor=0.25),
                   memory=dict(mb_spatial=4, mb_channel=8)),
 }
+GOLDEN["mrfa"] = dict(
+    # MRFA's dense motion and RaftFlow decoder (config/vox1.yaml's raft_flow, reduced): the
+    # keypoints are inputs here (the MTIA detector has its own fixture, golden_mtia.npz).
+    num_kp=5, image_size=64, batch=1, dim=8,
+    dense_motion=dict(block_expansion=4, max_features=16, num_blocks=3, scale_factor=0.25),
+    generator=dict(block_expansion=4, max_features=16, num_up_blocks=5),
+    encoder=dict(block_expansion=4, max_features=16, num_blocks=4),
+    # The update operator, hard-coded in the reference (192 / 128 / (128, 96) / (128, 64)),
+    # rebuilt narrower by narrow_update_operator.
+    update=dict(context_features=8, hidden=8, motion_features=8, corr_features=(8, 8),
+                flow_features=(8, 8)))
 VOX256 = dict(num_tps=10, generator=dict(block_expansion=64, max_features=512, num_down_blocks=3),
               dense_motion=dict(block_expansion=64, max_features=1024, num_blocks=5,
                                 scale_factor=0.25))
@@ -330,6 +342,126 @@ def make_mcnet_golden(reference_dir: str, out: str, seed: int = 0) -> None:
   save_fixture(out, arrays, "mcnet", reference_dir, seed)
 
 
+MRFA_MODULES = ["modules.dense_motion", "modules.raft", "modules.util"]
+
+
+def narrow_update_operator(decoder: nn.Module, widths: dict, context_in: list[int]) -> None:
+  """Re-size RaftFlow's hard-coded update operator (``corr_enc``, ``refine``) and per-scale
+  context projections (``to_context``, whose input widths the reference takes from a fixed
+  table of the vox-256 generator) for a reduced-width golden; same kinds of layer."""
+  c0, c1 = widths["corr_features"]
+  f0, f1 = widths["flow_features"]
+  m, hid, ctx = widths["motion_features"], widths["hidden"], widths["context_features"]
+  enc, ref = decoder.corr_enc, decoder.refine
+  planes = enc.convc1.in_channels
+  enc.convc1, enc.convc2 = nn.Conv2d(planes, c0, 1), nn.Conv2d(c0, c1, 3, padding=1)
+  enc.convf1, enc.convf2 = nn.Conv2d(2, f0, 7, padding=3), nn.Conv2d(f0, f1, 3, padding=1)
+  enc.conv = nn.Conv2d(c1 + f1, m - 2, 3, padding=1)
+  ref.convc1 = nn.Conv2d(ctx, hid, 3, padding=1)
+  ref.conv1, ref.conv2 = nn.Conv2d(m + hid, hid, 3, padding=1), nn.Conv2d(hid, 2, 3, padding=1)
+  ref.convo1, ref.convo2 = nn.Conv2d(m + hid, hid, 3, padding=1), nn.Conv2d(hid, 1, 3, padding=1)
+  decoder.to_context = nn.ModuleList([nn.Conv2d(c, ctx, 1) for c in context_in])
+
+
+def mrfa_decoder_stages(dm: nn.Module, decoder: nn.Module, down: nn.Module, source: torch.Tensor,
+                        kp_s: dict, kp_d: dict) -> dict:
+  """The dense motion and RaftFlow stages in the current mode (``train()`` / ``eval()``):
+  the prior, the structure features, every step's lookup input and increment, the refined and
+  prior-warped maps, masks, warped source and prediction (hooks record what ``forward`` keeps)."""
+  rec = {"corr_enc": [], "refine": []}
+  hooks = [decoder.corr_enc.register_forward_pre_hook(
+               lambda m, args: rec["corr_enc"].append([a.detach().clone() for a in args])),
+           decoder.refine.register_forward_hook(
+               lambda m, args, out: rec["refine"].append(out[0].detach().clone())),
+           decoder.kp_head.register_forward_hook(lambda m, a, out: rec.update(q_d=out)),
+           decoder.kp_img_head.register_forward_hook(lambda m, a, out: rec.update(k_s=out))]
+  gen = decoder.generator
+  encode, decode = gen.encode, gen.decode
+
+  def recording_encode(x):
+    rec["features"] = encode(x)
+    return rec["features"]
+
+  def recording_decode(warp_f, warp_img, occlusion, warp_f_c=None, occlusion_c=None):
+    # Copies: forward appends the prior's mask to ``occlusion`` after decoding.
+    rec.update(warped=list(warp_f), deformed=warp_img, masks=list(occlusion),
+               prior=list(warp_f_c))
+    return decode(warp_f, warp_img, occlusion, warp_f_c, occlusion_c)
+
+  gen.encode, gen.decode = recording_encode, recording_decode
+  try:
+    motion = dm(source, kp_d, kp_s)
+    prediction, _, _ = decoder(kp_s["kp"], kp_d["kp"], motion, img=down(source), img_full=source)
+  finally:
+    gen.encode, gen.decode = encode, decode
+    for h in hooks:
+      h.remove()
+  out = {"deformation": motion["deformation"], "occlusion_logit": motion["occlusion"],
+         "mask": motion["mask"], "sparse_deformed": motion["sparse_deformed"],
+         "q_d": rec["q_d"], "k_s": rec["k_s"], "deformed": rec["deformed"],
+         "prediction": prediction}
+  for name in ("features", "warped", "masks", "prior"):
+    out.update({f"{name}/{i}": t for i, t in enumerate(rec[name])})
+  for i, (flow, corr) in enumerate(rec["corr_enc"]):
+    out.update({f"step_flow/{i}": flow, f"step_corr/{i}": corr, f"step_delta/{i}": rec["refine"][i]})
+  return {k: v.detach() for k, v in out.items()}
+
+
+def make_mrfa_golden(reference_dir: str, out: str, seed: int = 0) -> None:
+  """MRFA's FOMM-style dense motion and RaftFlow (refinement + generator), every stage."""
+  sizes = GOLDEN["mrfa"]
+  mods = reference.import_reference(reference_dir, MRFA_MODULES)
+  g = torch.Generator().manual_seed(seed)
+  torch.manual_seed(seed)
+  k, s, b = sizes["num_kp"], sizes["image_size"], sizes["batch"]
+  dm = mods["modules.dense_motion"].DenseMotionNetwork(
+      num_kp=k, num_channels=3, estimate_occlusion_map=True, **sizes["dense_motion"])
+  enc = sizes["encoder"]
+  decoder = mods["modules.raft"].RaftFlow(
+      prior_only=False, num_kp=k, dim=sizes["dim"], size=s,
+      generator=dict(num_channels=3, **sizes["generator"]),
+      driving_encoder=dict(in_features=k, **enc), source_encoder=dict(in_features=k + 3, **enc))
+  be, top, n = (sizes["generator"][x] for x in ("block_expansion", "max_features",
+                                                 "num_up_blocks"))
+  widths = [min(top, be * 2 ** (n - i)) for i in range(n + 1)]   # encoder maps, coarse to fine
+  narrow_update_operator(decoder, sizes["update"], widths)
+  for m in (dm, decoder):
+    randomize(m, g)
+  down = mods["modules.util"].AntiAliasInterpolation2d(3, 0.25)
+  source = smooth_images((b, 3, s, s), g)
+  kp = lambda: {"kp": 0.7 * (2 * torch.rand((b, k, 2), generator=g) - 1),
+                "jacobian": torch.eye(2) + 0.1 * torch.randn((b, k, 2, 2), generator=g)}
+  kp_s, kp_d = kp(), kp()
+  arrays = {f"sd/{entry}/{name}": value for entry, net in (("dense_motion", dm),
+                                                           ("decoder", decoder))
+            for name, value in reference.numpy_state_dict(net).items()}
+  nets64 = [copy.deepcopy(m).double() for m in (dm, decoder, down)]
+  # CorrBlock returns .float(): keep the lookups in float64 with the rest of the stages.
+  corr_block = mods["modules.raft"].CorrBlock
+  lookup = corr_block.__call__
+  corr_block.__call__ = lambda self, coords: lookup(self, coords).to(coords.dtype)
+  d64 = lambda d: {key: v.double() for key, v in d.items()}
+  stages = {}
+  with torch.no_grad():
+    for mode in ("eval", "train"):
+      for m in nets64:
+        m.train(mode == "train")
+      result = mrfa_decoder_stages(*nets64, source.double(), d64(kp_s), d64(kp_d))
+      stages.update({f"{mode}/{key}": v for key, v in result.items()})
+  # The finest steps' looked-up correlations are most of the bytes: keep step 4 in eval mode
+  # (the first step finer than the base resolution); the others are checked through the
+  # increments, warps and prediction that follow from them.
+  for key in ["eval/step_corr/5", "train/step_corr/5", "train/step_corr/4"]:
+    del stages[key]
+  corr_block.__call__ = lookup
+  arrays.update({key: v.numpy().astype(np.float32) for key, v in stages.items()})
+  arrays.update({"in/source": source.numpy(), "in/kp_source": kp_s["kp"].numpy(),
+                 "in/jacobian_source": kp_s["jacobian"].numpy(),
+                 "in/kp_driving": kp_d["kp"].numpy(),
+                 "in/jacobian_driving": kp_d["jacobian"].numpy()})
+  save_fixture(out, arrays, "mrfa", reference_dir, seed)
+
+
 def save_fixture(out: str, arrays: dict, model: str, reference_dir: str, seed: int) -> None:
   """``arrays`` plus a ``meta`` JSON (model, sizes, seed, reference commit, torch) to ``out``."""
   meta = dict(model=model, sizes=GOLDEN[model], seed=seed,
@@ -396,7 +528,7 @@ def main() -> None:
   out = (os.path.join(root, "tests", "data", f"golden_{args.model}.npz") if args.out is None
          else args.out)
   if out:
-    {"tpsmm": make_tpsmm_golden, "mcnet": make_mcnet_golden}[args.model](
+    {"tpsmm": make_tpsmm_golden, "mcnet": make_mcnet_golden, "mrfa": make_mrfa_golden}[args.model](
         args.reference_dir, out, args.seed)
   if args.full_checkpoint:
     {"tpsmm": make_tpsmm_checkpoint, "mcnet": make_mcnet_checkpoint}[args.model](

@@ -105,6 +105,23 @@ def _install_torchvision_standin() -> bool:
   return True
 
 
+def _install_timm_standin() -> None:
+  """MRFA imports ``timm.models.layers.weight_init.trunc_normal_`` only; PyTorch's
+  ``nn.init.trunc_normal_`` is the same function (same arguments and distribution)."""
+  try:
+    import timm  # pylint: disable=g-import-not-at-top,unused-import
+    return
+  except ImportError:
+    pass
+  names = ["timm", "timm.models", "timm.models.layers", "timm.models.layers.weight_init"]
+  mods = {n: types.ModuleType(n) for n in names}
+  mods["timm.models.layers.weight_init"].trunc_normal_ = nn.init.trunc_normal_
+  mods["timm.models.layers"].trunc_normal_ = nn.init.trunc_normal_
+  for parent, child in zip(names, names[1:]):
+    setattr(mods[parent], child.rsplit(".", 1)[1], mods[child])
+  sys.modules.update(mods)
+
+
 def import_reference(reference_dir: str, module_names: list[str], *, narrow_resnet: bool = False
                      ) -> dict[str, types.ModuleType]:
   """The authors' modules ``module_names`` (e.g. ``'modules.dense_motion'``) from
@@ -114,6 +131,7 @@ def import_reference(reference_dir: str, module_names: list[str], *, narrow_resn
     raise SystemExit(f"error: --reference_dir={reference_dir} is not a directory; give a checkout "
                      "of the authors' repository")
   standin = _install_torchvision_standin()
+  _install_timm_standin()
   sys.path.insert(0, os.path.abspath(reference_dir))
   try:
     modules = {name: importlib.import_module(name) for name in module_names}

@@ -131,6 +131,44 @@ MCNET_PARTS = {
     "generator": ("generator", _GENERATOR, (), False),
 }
 
+# MRFA's RaftFlow decoder (``motion/raft_flow.py``): its generator, structure hourglasses,
+# update operator (``corr_enc`` + ``refine`` -> ``update``) and per-scale context projections.
+_RAFT_FLOW = [(r"^generator\.down_blocks\.(\d+)", r"generator.down_blocks_\1"),
+              (r"^generator\.up_blocks\.(\d+)", r"generator.up_blocks_\1"),
+              (r"^generator\.resblock\.(\d+)", r"generator.res_blocks_\1"),
+              (r"^generator\.channel_block\.(\d+)", r"generator.channel_blocks_\1"),
+              (r"^(kp|kp_img)\.encoder\.down_blocks\.(\d+)", r"\1.hourglass.down\2"),
+              (r"^(kp|kp_img)\.decoder\.up_blocks\.(\d+)", r"\1.hourglass.up\2"),
+              (r"^kp_head$", "kp.head"), (r"^kp_img_head$", "kp_img.head"),
+              (r"^corr_enc\.convc1$", "update.corr1"), (r"^corr_enc\.convc2$", "update.corr2"),
+              (r"^corr_enc\.convf1$", "update.flow1"), (r"^corr_enc\.convf2$", "update.flow2"),
+              (r"^corr_enc\.conv$", "update.motion"), (r"^refine\.convc1$", "update.context"),
+              (r"^refine\.conv(\d)$", r"update.flow_head\1"),
+              (r"^refine\.convo(\d)$", r"update.occlusion_head\1"),
+              (r"^to_context\.(\d+)$", r"to_context\1")]
+
+
+def _raft_flow_leaf(name: str, value: np.ndarray, entry: Mapping) -> tuple | None:
+  """A RaftFlow tensor: the position embedding ``[1, K, h, w]`` -> ``[1, h, w, K]``; the rest
+  by ``_RAFT_FLOW`` and the generic leaf rules."""
+  del entry
+  if name == "pos_embedding":
+    return "params", ("pos_embedding",), np.transpose(value, (0, 2, 3, 1))
+  module_path, _, leaf_name = name.rpartition(".")
+  leaf = _leaf(leaf_name, value)
+  if leaf is None:
+    return None
+  collection, ours, array = leaf
+  return collection, (*_rename(module_path, _RAFT_FLOW).split("."), ours), array
+
+
+# MRFA's dense motion (FOMM's, with the occlusion logit) and decoder; the MTIA keypoint detector
+# converts by its own table (models/mtia_torch_import.py).
+MRFA_DECODER_PARTS = {
+    "dense_motion": ("dense_motion", _FOMM_DENSE_MOTION, ("down.weight",), False),
+    "decoder": ("refine", _raft_flow_leaf, (), False),
+}
+
 # model -> {checkpoint entry: (our submodule, rename rules, dropped tensor names, optional)}
 MODULES: dict[str, dict[str, tuple[str, list[Rule], tuple[str, ...], bool]]] = {
     "tpsmm": {

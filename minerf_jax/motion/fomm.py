@@ -127,7 +127,8 @@ class DenseMotionNetwork(nn.Module):
   Call: ``(source [B, H, W, C], kp_source, kp_driving)`` (detector outputs) -> dict with
   ``deformation`` ``[B, h, w, 2]``, ``mask`` ``[B, h, w, K+1]``, ``sparse_deformed``
   ``[B, K+1, h, w, C]``, ``sparse_motion`` ``[B, K+1, h, w, 2]`` and ``occlusion_map``, a list
-  of one ``[B, h, w, 1]`` map (the generator resizes it to each scale).
+  of one ``[B, h, w, 1]`` map (the generator resizes it to each scale), and its
+  ``occlusion_logit`` (MRFA's dense motion returns the logit; the network is otherwise FOMM's).
   """
   num_kp: int = 15
   block_expansion: int = 64
@@ -159,5 +160,7 @@ class DenseMotionNetwork(nn.Module):
     out = {"deformation": jnp.einsum("bhwt,bthwd->bhwd", mask, motions), "mask": mask,
            "sparse_deformed": deformed, "sparse_motion": motions}
     if self.estimate_occlusion_map:
-      out["occlusion_map"] = [nn.sigmoid(conv(1, 7, "occlusion")(feats))]
+      logit = conv(1, 7, "occlusion")(feats)
+      out["occlusion_logit"] = logit                  # MRFA refines the logit (raft_flow.py)
+      out["occlusion_map"] = [nn.sigmoid(logit)]
     return out
