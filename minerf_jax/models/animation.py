@@ -57,6 +57,8 @@ from minerf_jax.motion import fomm
 from minerf_jax.motion import generator as generator_lib
 from minerf_jax.motion import keypoints
 from minerf_jax.motion import memory as memory_lib
+from minerf_jax.motion import mtia
+from minerf_jax.motion import raft_flow
 from minerf_jax.motion import tps as tps_lib
 from minerf_jax.motion import transfer
 from minerf_jax.motion import warp
@@ -65,8 +67,11 @@ SYSTEMS = ("tpsmm", "mcnet", "mrfa")
 # config.model.prior: the keypoints and dense motion. 'tps': TPSMM's K thin-plate splines of 5
 # keypoints (ResNet-18 detector, background affine, one occlusion mask per scale); 'fomm': FOMM's
 # keypoints with local-affine Jacobians (hourglass detector, no background predictor; the base
-# of the published MCNet), ``motion/fomm.py``.
-PRIORS = ("tps", "fomm")
+# of the published MCNet), ``motion/fomm.py``; 'mtia': MRFA's default, FOMM's dense motion with
+# keypoints and Jacobians from an HRNet + TokenPose detector (``motion/mtia.py``). MRFA on 'mtia'
+# or 'fomm' is the published MRFA: the prior's dense motion with its occlusion logit refined by
+# ``motion/raft_flow.py``'s RaftFlow, which has its own generator.
+PRIORS = ("tps", "fomm", "mtia")
 ON_OFF = ("on", "off")
 DETECTOR_BATCHES = ("separate", "joint")
 # config.data.augment: the references' vox-256 values (data/augment.py) and all off.
@@ -95,20 +100,18 @@ class AnimationNet(nn.Module):
   multi_mask: bool = True
   bn_axis_name: str | None = None
   prior: str = "tps"
-  num_kp: int = 15                     # prior='fomm': keypoints
-  kp_detector_kw: dict | None = None   # prior='fomm': fomm.KeypointDetector sizes
+  num_kp: int = 15                     # prior 'fomm' / 'mtia': keypoints
+  kp_detector_kw: dict | None = None   # ... and the detector's sizes
 
   def setup(self):
     if self.system not in SYSTEMS:
       raise ValueError(f"config.model.name={self.system!r}; choose one of {SYSTEMS}")
     if self.prior not in PRIORS:
       raise ValueError(f"config.model.prior={self.prior!r}; choose one of {PRIORS}")
-    if self.prior == "fomm" and self.system == "mrfa":
-      raise ValueError("config.model.prior='fomm' is built for tpsmm and mcnet; MRFA's "
-                       "refinement takes TPS keypoints (use prior='tps')")
-    if self.prior == "fomm":
-      self.detector = fomm.KeypointDetector(num_kp=self.num_kp, axis_name=self.bn_axis_name,
-                                            **(self.kp_detector_kw or {}))
+    if self.prior != "tps":
+      detector = mtia.MTIAKeypointDetector if self.prior == "mtia" else fomm.KeypointDetector
+      self.detector = detector(num_kp=self.num_kp, axis_name=self.bn_axis_name,
+                               **(self.kp_detector_kw or {}))
       self.dense_motion = fomm.DenseMotionNetwork(num_kp=self.num_kp,
                                                   axis_name=self.bn_axis_name,
                                                   **self.dense_motion_kw)
@@ -121,6 +124,10 @@ class AnimationNet(nn.Module):
       self.dense_motion = dense_motion.DenseMotionNetwork(
           num_tps=self.num_tps, points_per_tps=self.points_per_tps,
           num_occlusion_masks=num_scales, multi_mask=self.multi_mask, **self.dense_motion_kw)
+    if self.published_mrfa:   # RaftFlow holds MRFA's own generator
+      self.refine = raft_flow.RaftFlow(generator_kw=dict(self.generator_kw),
+                                       axis_name=self.bn_axis_name, **self.refine_kw)
+      return
     self.generator = generator_lib.InpaintingGenerator(multi_mask=self.multi_mask,
                                                        axis_name=self.bn_axis_name,
                                                        **self.generator_kw)
@@ -131,11 +138,16 @@ class AnimationNet(nn.Module):
           scale_factor=self.dense_motion_kw.get("scale_factor", 0.25),
           points_per_tps=self.points_per_tps, **self.refine_kw)
 
+  @property
+  def published_mrfa(self) -> bool:
+    """MRFA on a keypoint prior with Jacobians: the authors' RaftFlow decoder."""
+    return self.system == "mrfa" and self.prior != "tps"
+
   def keypoints(self, images: jax.Array, train: bool = False):
-    """TPS prior: ``[B, K * 5, 2]``; FOMM prior: ``{'value': [B, K, 2], 'jacobian':
+    """TPS prior: ``[B, K * 5, 2]``; FOMM / MTIA prior: ``{'value': [B, K, 2], 'jacobian':
     [B, K, 2, 2]}``."""
     kp = self.detector(images, train)
-    return {k: kp[k] for k in ("value", "jacobian") if k in kp} if self.prior == "fomm" else kp
+    return {k: kp[k] for k in ("value", "jacobian") if k in kp} if self.prior != "tps" else kp
 
   def background(self, source: jax.Array, driving: jax.Array, train: bool = False) -> jax.Array:
     return self.bg_predictor(source, driving, train)
@@ -148,8 +160,14 @@ class AnimationNet(nn.Module):
     ``train``: batch statistics in the BatchNorm blocks (the FOMM prior's dense motion and a
     ``norm='batch'`` generator; the TPS prior's are instance-normalised).
     """
-    if self.prior == "fomm":
+    if self.prior != "tps":
       motion = self.dense_motion(source, kp_source, kp_driving, train)
+      if self.published_mrfa:
+        refined = self.refine(source, kp_source["value"], kp_driving["value"],
+                              motion["deformation"], motion["occlusion_logit"], train)
+        return {"kp_source": kp_source, "kp_driving": kp_driving, "motion": motion,
+                "refined": refined, "prediction": refined["prediction"],
+                "deformed": refined["deformed"], "occlusion_map": refined["occlusion_map"]}
     else:
       motion = self.dense_motion(source, kp_source, kp_driving, bg_param,
                                  dropout=dropout_p is not None,
@@ -186,7 +204,8 @@ class AnimationNet(nn.Module):
     kp = self.keypoints(jnp.concatenate([source, driving]), train)
     bg = self.background(source, driving, train) if self.prior == "tps" else None
     out = self.animate(source, take(kp, 0, b), take(kp, b, 2 * b), bg, train=train)
-    out["driving_features"] = self.driving_features(driving, out["motion"]["occlusion_map"])
+    if not self.published_mrfa:
+      out["driving_features"] = self.driving_features(driving, out["motion"]["occlusion_map"])
     return out
 
 
@@ -207,16 +226,22 @@ def net_from_config(config: ml_collections.ConfigDict) -> AnimationNet:
   if memory not in ON_OFF:
     raise ValueError(f"config.model.memory={memory!r}; use 'on' or 'off'")
   refine_kw = dict(mc.get("refine", {}))
-  if system == "mrfa":
+  prior = str(mc.get("prior", "tps"))
+  if system == "mrfa" and prior == "tps":
     refine_kw["refine_steps"] = int(mc.refine_steps)
+  elif system == "mrfa":   # the published decoder works at the data's image size
+    refine_kw["size"] = pipeline.image_size(config)
   batches = str(mc.get("detector_batches", "joint"))
   if batches not in DETECTOR_BATCHES:
     raise ValueError(f"config.model.detector_batches={batches!r}; use one of {DETECTOR_BATCHES}")
   # Under strategy=pmap the ResNets' BatchNorm averages its statistics over the step's device
   # axis (parallel.DATA_AXIS), so that it sees the global batch as it does under jit.
   pmap = config.get("parallel", {}).get("strategy", "jit") == "pmap"
-  prior = str(mc.get("prior", "tps"))
-  fomm_kw = dict(num_kp=int(mc.num_kp), kp_detector_kw=dict(mc.kp_detector)) if prior == "fomm" else {}
+  fomm_kw = {}
+  if prior != "tps":
+    fomm_kw = dict(num_kp=int(mc.num_kp), kp_detector_kw=dict(mc.kp_detector))
+    if prior == "mtia":   # its position embedding is fixed to the image size
+      fomm_kw["kp_detector_kw"]["image_size"] = pipeline.image_size(config)
   return AnimationNet(
       system=system, num_tps=int(mc.get("num_tps", 0)),
       points_per_tps=int(mc.get("points_per_tps", 5)),
@@ -352,7 +377,7 @@ class AnimationModel:
     total_steps = int(self.config.total_steps)
     source, driving = batch["source"], batch["driving"]
     b = source.shape[0]
-    fomm_prior = str(mc.get("prior", "tps")) == "fomm"
+    fomm_prior = str(mc.get("prior", "tps")) != "tps"   # keypoints with Jacobians
     augment_kw = augment_options(self.config)
     if augment_kw:   # only then a third key: runs without augmentation keep their draws
       rng, rng_aug = jax.random.split(rng)

@@ -37,6 +37,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from minerf_jax.motion.mtia import sine_position_embedding
+
 StateDicts = Mapping[str, Mapping[str, np.ndarray]]
 Rule = tuple[str, Any]     # (regex on the dotted module path, replacement string or function)
 
@@ -162,8 +164,99 @@ def _raft_flow_leaf(name: str, value: np.ndarray, entry: Mapping) -> tuple | Non
   return collection, (*_rename(module_path, _RAFT_FLOW).split("."), ours), array
 
 
-# MRFA's dense motion (FOMM's, with the occlusion logit) and decoder; the MTIA keypoint detector
-# converts by its own table (models/mtia_torch_import.py).
+# ---------------------------------------------------------------------------------- MRFA's MTIA
+# MTIA keypoint detector (``motion/mtia.py``), the ``encoder`` of MRFA's checkpoint.
+# MRFA's MTIA keypoint detector: the authors' state dict -> our ``motion/mtia.py`` variables.
+#
+# For ``torch_import.convert_table``: ``MTIA_PARTS`` maps the checkpoint entry ``encoder`` (the
+# tensors of MRFA's ``self.encoder = get_pose_net(cfg.mtia_kp_detector)``, i.e. the names under
+# ``encoder.`` in the ``model`` state dict that MRFA's ``Logger.save_cpk`` writes, with that
+# prefix removed) to our submodule ``detector`` (``MTIAKeypointDetector``).
+#
+# Names (reference -> ours): ``pre_feature`` -> ``hrnet``; ``layer1.N`` -> ``layer1_N`` and a
+# block's ``downsample.0/1`` -> ``downsample_conv/bn``; ``transitionT.i.{0,1}`` (same-resolution
+# conv, BN) -> ``transitionT_i.{conv,bn}`` and ``transitionT.i.k.{0,1}`` (k-th stride-2 step of a
+# new branch) -> ``transitionT_i_k.{conv,bn}``; ``stageS.m.branches.i.b`` ->
+# ``stageS_m.branch{i}_{b}``; ``stageS.m.fuse_layers.i.j.{0,1}`` (upsampling path) ->
+# ``stageS_m.fuse{i}_{j}.{conv,bn}`` and ``stageS.m.fuse_layers.i.j.k.{0,1}`` (k-th stride-2
+# step) -> ``stageS_m.fuse{i}_{j}_{k}.{conv,bn}``; ``transformer.patch_to_embedding`` ->
+# ``embed``; ``transformer.keypoint_token [1, 2K, dim]`` -> ``keypoint_tokens [2K, dim]``;
+# transformer layer l's ``0.fn.norm`` / ``0.fn.fn.to_qkv`` / ``0.fn.fn.to_out.0`` / ``1.fn.norm``
+# / ``1.fn.fn.net.0`` / ``1.fn.fn.net.3`` -> ``layer{l}.attention_norm`` / ``qkv`` /
+# ``attention_out`` / ``mlp_norm`` / ``mlp_in`` / ``mlp_out``; ``mlp_head.{0,1}`` ->
+# ``kp_head_norm`` / ``kp_head``; ``mlp_head_jacobian.{0,1}`` -> ``jacobian_head_norm`` /
+# ``jacobian_head``. Tensors as in ``torch_import`` (conv ``[O, I, kh, kw]`` -> ``[kh, kw, I, O]``,
+# linear transposed, norm ``weight`` -> ``scale``, running statistics -> ``batch_stats``).
+#
+# ``transformer.pos_embedding``, the fixed sine embedding (a ``requires_grad=False`` parameter in
+# the reference, computed in ours), is dropped after checking that it is the embedding ours
+# computes for some patch grid; any other (e.g. a learned one) raises ``ConversionError``.
+
+_BN = lambda m: "conv" if m[m.lastindex] == "0" else "bn"
+MTIA_RULES: list[Rule] = [
+    (r"^pre_feature\.", "hrnet."),
+    (r"\.layer1\.(\d+)", r".layer1_\1"),
+    (r"\.downsample\.0$", ".downsample_conv"),
+    (r"\.downsample\.1$", ".downsample_bn"),
+    (r"\.transition(\d)\.(\d+)\.(\d+)\.([01])$", lambda m: f".transition{m[1]}_{m[2]}_{m[3]}."
+     + _BN(m)),
+    (r"\.transition(\d)\.(\d+)\.([01])$", lambda m: f".transition{m[1]}_{m[2]}." + _BN(m)),
+    (r"\.stage(\d)\.(\d+)\.branches\.(\d+)\.(\d+)", r".stage\1_\2.branch\3_\4"),
+    (r"\.stage(\d)\.(\d+)\.fuse_layers\.(\d+)\.(\d+)\.(\d+)\.([01])$",
+     lambda m: f".stage{m[1]}_{m[2]}.fuse{m[3]}_{m[4]}_{m[5]}." + _BN(m)),
+    (r"\.stage(\d)\.(\d+)\.fuse_layers\.(\d+)\.(\d+)\.([01])$",
+     lambda m: f".stage{m[1]}_{m[2]}.fuse{m[3]}_{m[4]}." + _BN(m)),
+    (r"^transformer\.patch_to_embedding$", "embed"),
+    (r"^transformer\.transformer\.layers\.(\d+)\.0\.fn\.norm$", r"layer\1.attention_norm"),
+    (r"^transformer\.transformer\.layers\.(\d+)\.0\.fn\.fn\.to_qkv$", r"layer\1.qkv"),
+    (r"^transformer\.transformer\.layers\.(\d+)\.0\.fn\.fn\.to_out\.0$", r"layer\1.attention_out"),
+    (r"^transformer\.transformer\.layers\.(\d+)\.1\.fn\.norm$", r"layer\1.mlp_norm"),
+    (r"^transformer\.transformer\.layers\.(\d+)\.1\.fn\.fn\.net\.0$", r"layer\1.mlp_in"),
+    (r"^transformer\.transformer\.layers\.(\d+)\.1\.fn\.fn\.net\.3$", r"layer\1.mlp_out"),
+    (r"^transformer\.mlp_head\.0$", "kp_head_norm"),
+    (r"^transformer\.mlp_head\.1$", "kp_head"),
+    (r"^transformer\.mlp_head_jacobian\.0$", "jacobian_head_norm"),
+    (r"^transformer\.mlp_head_jacobian\.1$", "jacobian_head"),
+]
+
+
+def is_sine_embedding(value: np.ndarray, atol: float = 1e-5) -> bool:
+  """Whether ``value [1, N, dim]`` is ``sine_position_embedding`` of some ``h x w = N`` grid."""
+  value = np.asarray(value)
+  if value.ndim != 3 or value.shape[0] != 1 or value.shape[2] % 4:
+    return False
+  n, dim = value.shape[1:]
+  return any(np.allclose(value[0], sine_position_embedding(h, n // h, dim), atol=atol, rtol=0)
+             for h in range(1, n + 1) if n % h == 0)
+
+
+def mtia_leaf(name: str, value: np.ndarray, entry: Mapping) -> tuple | None:
+  """``(collection, path inside our detector, array)`` of a reference tensor, or None."""
+  del entry
+  if name == "transformer.pos_embedding":
+    if not is_sine_embedding(value):
+      raise ConversionError(
+          f"tensor encoder.{name} {tuple(np.shape(value))} is not the fixed sine position "
+          "embedding (POS_EMBEDDING_TYPE sine-full) that our MTIA detector computes")
+    return None
+  if name == "transformer.keypoint_token":
+    return "params", ("keypoint_tokens",), np.asarray(value)[0]
+  module_path, _, leaf_name = name.rpartition(".")
+  leaf = _leaf(leaf_name, np.asarray(value))
+  if leaf is None:
+    return None
+  collection, ours, array = leaf
+  path = _rename(module_path, MTIA_RULES)
+  if re.search(r"(^|\.)\d", path) or path.startswith(("pre_feature", "transformer")):
+    raise ConversionError(f"tensor encoder.{name} {tuple(np.shape(value))} is not "
+                                       "part of the MTIA detector (pose_tokenpose_b)")
+  return collection, (*path.split("."), ours), array
+
+
+# {checkpoint entry: (our submodule, translation, dropped tensor names, optional)}
+MTIA_PARTS = {"encoder": ("detector", mtia_leaf, (), False)}
+
+# MRFA's dense motion (FOMM's, with the occlusion logit) and decoder (``motion/raft_flow.py``).
 MRFA_DECODER_PARTS = {
     "dense_motion": ("dense_motion", _FOMM_DENSE_MOTION, ("down.weight",), False),
     "decoder": ("refine", _raft_flow_leaf, (), False),
@@ -178,17 +271,22 @@ MODULES: dict[str, dict[str, tuple[str, list[Rule], tuple[str, ...], bool]]] = {
         "inpainting_network": ("generator", _GENERATOR, (), False),
     },
     "mcnet": MCNET_PARTS,
+    "mrfa": {**MTIA_PARTS, **MRFA_DECODER_PARTS},   # the FOMM prior's: see mrfa_table
 }
 # Checkpoint entries that are not model weights (or not of a part we build).
 SKIPPED = ("optimizer", "optimizer_bg_predictor", "avd_network", "optimizer_avd", "epoch",
            "scheduler", "discriminator", "optimizer_generator", "optimizer_discriminator",
-           "optimizer_kp_detector")
+           "optimizer_kp_detector", "mrfa_bg_predictor")
+# MRFA's one ``model`` state dict: prefixes of the modules we build, and of those we do not (the
+# frozen VGG19 of its loss, the image pyramid and anti-aliasing buffers).
+MRFA_SPLIT = ("encoder", "dense_motion", "decoder", "bg_predictor")
+MRFA_DROPPED = ("vgg.", "pyramid.", "down.")
 
 
 def prepare(model: str, state_dicts: StateDicts) -> dict:
   """The checkpoint's state dicts in the layout of ``MODULES[model]``: MCNet's ``module.``
   prefixes dropped and its ``generator`` entry split (``split_entry``)."""
-  if model != "mcnet":
+  if model not in ("mcnet", "mrfa"):
     return dict(state_dicts)
   out = {}
   for entry, tensors in state_dicts.items():
@@ -196,7 +294,34 @@ def prepare(model: str, state_dicts: StateDicts) -> dict:
       tensors = {(k[len("module."):] if k.startswith("module.") else k): v
                  for k, v in tensors.items()}
     out[entry] = tensors
-  return split_entry(out, "generator", MCNET_SPLIT) if "generator" in out else out
+  if model == "mcnet":
+    return split_entry(out, "generator", MCNET_SPLIT) if "generator" in out else out
+  if "model" not in out:
+    return out
+  out["model"] = {k: v for k, v in out["model"].items() if not k.startswith(MRFA_DROPPED)}
+  out = split_entry(out, "model", MRFA_SPLIT)
+  out = {k.replace("model.", "", 1) if k.startswith("model.") else k: v for k, v in out.items()}
+  if out["model"]:
+    name = next(iter(out["model"]))
+    raise ConversionError(f"tensor model.{name} is not part of MRFA's encoder, dense_motion or "
+                          "decoder: another model?")
+  del out["model"]
+  # MRFA's celebvhq model also trains a background predictor, which its demo never uses and we
+  # do not build: skipped (and said so).
+  background = out.pop("bg_predictor")
+  if background:
+    out["mrfa_bg_predictor"] = background
+  return out
+
+
+def mrfa_table(state_dicts: StateDicts) -> dict:
+  """MRFA's conversion table for a prepared checkpoint: its ``encoder`` is MTIA (HRNet +
+  TokenPose tensors) or, with ``prior_model: fomm``, FOMM's hourglass detector."""
+  encoder = state_dicts.get("encoder", {})
+  if any(k.startswith("predictor.") for k in encoder):
+    return {"encoder": ("detector", _FOMM_DETECTOR, ("down.weight",), False),
+            **MRFA_DECODER_PARTS}
+  return MODULES["mrfa"]
 
 
 def supported_models() -> tuple[str, ...]:
@@ -264,7 +389,9 @@ def convert(model: str, state_dicts: StateDicts, expected: Mapping,
   """
   if model not in MODULES:
     raise ConversionError(f"no converter for model {model!r}; supported: {supported_models()}")
-  return convert_table(MODULES[model], prepare(model, state_dicts), expected, default, model)
+  prepared = prepare(model, state_dicts)
+  table = mrfa_table(prepared) if model == "mrfa" else MODULES[model]
+  return convert_table(table, prepared, expected, default, model)
 
 
 def convert_table(table: Mapping, state_dicts: StateDicts, expected: Mapping,
@@ -393,6 +520,8 @@ def infer_sizes(model: str, state_dicts: StateDicts) -> dict[str, Any]:
   ``KeyError``."""
   if model == "tpsmm":
     return infer_tpsmm_sizes(state_dicts)
+  if model == "mrfa":
+    return infer_mrfa_sizes(state_dicts)
   if model != "mcnet":
     raise ConversionError(f"no converter for model {model!r}; supported: {supported_models()}")
   parts = prepare(model, state_dicts)
@@ -411,6 +540,44 @@ def infer_sizes(model: str, state_dicts: StateDicts) -> dict[str, Any]:
            "memory_bank.style_features": int(mem["style_route.2.weight"].shape[0])}
   sizes.update({f"kp_detector.{k}": v for k, v in _hourglass_sizes(kp, "predictor").items()})
   sizes.update({f"dense_motion.{k}": v for k, v in _hourglass_sizes(dm, "hourglass").items()})
+  return sizes
+
+
+def infer_mrfa_sizes(state_dicts: StateDicts) -> dict[str, Any]:
+  """MRFA's ``config.model`` fields from its checkpoint: ``prior`` (``mtia`` or ``fomm``, from
+  the encoder's tensors), keypoints, the FOMM detector's or MTIA's transformer sizes (the HRNet
+  widths and the head count are not readable from the tensors: the config's are kept), the dense
+  motion hourglass, the generator, the structure encoders and the update operator's widths."""
+  parts = prepare("mrfa", state_dicts)
+  enc, dm, dec = (parts[k] for k in ("encoder", "dense_motion", "decoder"))
+  downs = len({m[1] for k in dec if (m := re.match(r"^generator\.down_blocks\.(\d+)\.", k))})
+  width = lambda name: int(dec[name].shape[0])
+  sizes = {"num_kp": int(dm["mask.weight"].shape[0]) - 1,
+           "dense_motion.scale_factor": _antialias_scale(dm["down.weight"]),
+           "generator.block_expansion": width("generator.first.conv.weight"),
+           "generator.num_up_blocks": downs,
+           "generator.max_features": width(f"generator.down_blocks.{downs - 1}.conv.weight"),
+           "refine.dim": width("kp_head.weight"),
+           "refine.context_features": width("to_context.0.weight"),
+           "refine.corr_features": (width("corr_enc.convc1.weight"),
+                                    width("corr_enc.convc2.weight")),
+           "refine.flow_features": (width("corr_enc.convf1.weight"),
+                                    width("corr_enc.convf2.weight")),
+           "refine.motion_features": width("corr_enc.conv.weight") + 2,
+           "refine.hidden": width("refine.convc1.weight")}
+  sizes.update({f"dense_motion.{k}": v for k, v in _hourglass_sizes(dm, "hourglass").items()})
+  sizes.update({f"refine.encoder_{k}": v for k, v in _hourglass_sizes(dec, "kp").items()})
+  if any(k.startswith("predictor.") for k in enc):
+    sizes.update(prior="fomm", **{"kp_detector.scale_factor": _antialias_scale(enc["down.weight"]),
+                                  "kp_detector.single_jacobian_map":
+                                      int(enc["jacobian.weight"].shape[0]) == 4})
+    sizes.update({f"kp_detector.{k}": v for k, v in _hourglass_sizes(enc, "predictor").items()})
+  else:
+    layers = {int(m[1]) for k in enc
+              if (m := re.match(r"^transformer\.transformer\.layers\.(\d+)\.", k))}
+    sizes.update({"prior": "mtia",
+                  "kp_detector.dim": int(enc["transformer.patch_to_embedding.weight"].shape[0]),
+                  "kp_detector.depth": len(layers)})
   return sizes
 
 

@@ -65,6 +65,9 @@ class KeypointDetector(nn.Module):
     scale_factor: working resolution relative to the input (0.25).
     estimate_jacobian: also predict each keypoint's 2x2 Jacobian.
     pad: padding of the two 7x7 heads (the reference's 0).
+    single_jacobian_map: one 4-channel Jacobian map shared by all keypoints, each keypoint's
+      Jacobian its average under that keypoint's heatmap (FOMM's option; MRFA's FOMM prior
+      uses it: ``num_jacobian_maps = 1``); else one map per keypoint (MCNet).
     norm: the hourglass blocks' normalisation (``'batch'``, the reference's).
     axis_name: BatchNorm's device axis under pmap.
   """
@@ -76,6 +79,7 @@ class KeypointDetector(nn.Module):
   scale_factor: float = 0.25
   estimate_jacobian: bool = True
   pad: int = 0
+  single_jacobian_map: bool = False
   norm: str = "batch"
   axis_name: str | None = None
 
@@ -92,9 +96,10 @@ class KeypointDetector(nn.Module):
     if self.estimate_jacobian:
       identity = lambda key, shape, dtype=jnp.float32: jnp.tile(
           jnp.asarray([1, 0, 0, 1], dtype), shape[0] // 4)
-      maps = _padded_conv(4 * self.num_kp, 7, self.pad, "jacobian",
-                         kernel_init=nn.initializers.zeros_init(), bias_init=identity)(feats)
-      maps = maps.reshape(b, h, w, k, 4)
+      num_maps = 1 if self.single_jacobian_map else k
+      maps = _padded_conv(4 * num_maps, 7, self.pad, "jacobian",
+                          kernel_init=nn.initializers.zeros_init(), bias_init=identity)(feats)
+      maps = jnp.broadcast_to(maps.reshape(b, h, w, num_maps, 4), (b, h, w, k, 4))
       out["jacobian"] = jnp.einsum("bhwk,bhwkj->bkj", heat, maps).reshape(b, k, 2, 2)
     return out
 

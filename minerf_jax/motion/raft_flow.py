@@ -71,8 +71,9 @@ def pixel_grid(h: int, w: int, dtype=jnp.float32) -> jax.Array:
 def sample_at_pixels(image: jax.Array, coords: jax.Array) -> jax.Array:
   """``bilinear_sampler``: ``image [B, H, W, C]`` at pixel ``coords [B, h, w, (x, y)]``
   (``grid_sample(align_corners=True)``, zeros outside)."""
-  h, w = image.shape[1:3]
-  grid = jnp.stack([2 * coords[..., 0] / (w - 1) - 1, 2 * coords[..., 1] / (h - 1) - 1], -1)
+  h, w = image.shape[1:3]   # (a 1-pixel axis, where the reference divides by 0, samples pixel 0)
+  grid = jnp.stack([2 * coords[..., 0] / max(w - 1, 1) - 1,
+                    2 * coords[..., 1] / max(h - 1, 1) - 1], -1)
   return warp.grid_sample(image, grid, align_corners=True)
 
 
@@ -228,7 +229,7 @@ class RaftFlow(nn.Module):
 
     init_flow = (h - 1) * (deformation + 1) / 2 - pixel_grid(h, w, deformation.dtype)
     first = feature[0].shape[1:3]
-    flow = warp.resize_bilinear(init_flow, first) / 8.0
+    flow = warp.resize_bilinear(init_flow, first) / 2 ** basic   # the reference: / 8
     occlusion = warp.resize_bilinear(occlusion_logit, first)
     warped, masks, prior, flows, steps_in, increments = [], [], [], [], [], []
     d_flow_pre = d_occ_pre = None
