@@ -193,11 +193,10 @@ def suite_throughput() -> dict:
           "render_fps": len(frames) / dt, "resolution": [h, w], "devices": jax.device_count()}
 
 
-# Counted with the authors' code at vox-256: TPSMM by tools/make_goldens.py --full_checkpoint
-# (85,095,490), MCNet part by part (motion/params.py: MCNET_REFERENCE_PARTS; the same total from
-# make_goldens.py --model=mcnet --full_checkpoint); MRFA's total from its config/vox1.yaml (not
-# yet counted part by part).
-REFERENCE_PARAMS = {"tpsmm": 85_095_490, "mcnet": 101_841_273, "mrfa": 114.3e6}
+# Counted with the authors' code at vox-256 (make_goldens.py --full_checkpoint; MCNet and MRFA
+# part by part in motion/params.py). MRFA's is its trainable count: the authors' model also
+# stores its fixed sine position embedding as a parameter (49,152 more: 114,339,206).
+REFERENCE_PARAMS = {"tpsmm": 85_095_490, "mcnet": 101_841_273, "mrfa": 114_290_054}
 
 
 def frame_gmacs(model, variables, size: int) -> float:
@@ -230,10 +229,12 @@ def suite_motion_params() -> dict:
   import importlib  # pylint: disable=g-import-not-at-top
   from minerf_jax.motion import params  # pylint: disable=g-import-not-at-top
   # label: (config module, variant, part counts, published?)
+  # (None: the parts are the model's own top-level modules)
   builds = {"tpsmm": ("tpsmm", "", params.full_size_parameter_counts, True),
             "mcnet": ("mcnet", "", params.mcnet_published_parameter_counts, True),
             "mcnet:tpsmm": ("mcnet", "tpsmm", params.mcnet_parameter_counts, False),
-            "mrfa": ("mrfa", "", params.mrfa_parameter_counts, False)}
+            "mrfa": ("mrfa", "", None, True),
+            "mrfa:tpsmm": ("mrfa", "tpsmm", params.mrfa_parameter_counts, False)}
   results = {}
   for label, (module, variant, breakdown, published) in builds.items():
     config = importlib.import_module(f"configs.{module}").get_config(variant)
@@ -243,7 +244,8 @@ def suite_motion_params() -> dict:
     variables = jax.eval_shape(lambda: model.init_variables(
         jax.random.PRNGKey(0), {"source": image, "driving": image}))
     total = params.count(variables["params"])
-    counts = breakdown()
+    counts = breakdown() if breakdown else {
+        **{k: params.count(v) for k, v in variables["params"].items()}, "total": total}
     if counts["total"] != total:   # the model assembles exactly the parts counted below
       raise AssertionError(f"{label}: model {total} != parts {counts['total']}")
     gmacs = frame_gmacs(model, variables, size)
@@ -255,9 +257,10 @@ def suite_motion_params() -> dict:
             "published" if published else "ours; the authors' published model has")
     print(f"{label:12s} params={total:>12,d}  ({kind} {ref:,.0f}, {100 * (total / ref - 1):+.2f}%)"
           f"  GMACs/frame={gmacs:.1f} at {size}x{size}  {parts}", flush=True)
-  theirs = params.MCNET_REFERENCE_PARTS
-  print("mcnet parts, ours (reference): " + "  ".join(
-      f"{k}={results['mcnet'][k]:,d} ({v:,d})" for k, v in theirs.items()), flush=True)
+  for label, theirs in (("mcnet", params.MCNET_REFERENCE_PARTS),
+                        ("mrfa", params.MRFA_REFERENCE_PARTS)):
+    print(f"{label} parts, ours (reference): " + "  ".join(
+        f"{k}={results[label][k]:,d} ({v:,d})" for k, v in theirs.items()), flush=True)
   return results
 
 

@@ -31,15 +31,16 @@ from minerf_jax.head3d import geometry as geometry_lib
 from minerf_jax.models import head3d
 
 MODELS = ("tpsmm", "mcnet", "mrfa", "head3d")
-# Also accepted by --models: our MCNet on TPSMM (configs/mcnet.py:tpsmm_<variant>), the 'mcnet'
-# rows of the README's tables made before the published MCNet became configs/mcnet.py's default.
-KNOWN = MODELS + ("mcnet_tpsmm",)
+# Also accepted by --models: our MCNet and MRFA on TPSMM (configs/<m>.py:tpsmm_<variant>), the
+# 'mcnet' / 'mrfa' rows of the README's tables made before the published models became the
+# configs' defaults.
+KNOWN = MODELS + ("mcnet_tpsmm", "mrfa_tpsmm")
 
 
 def model_config(name: str, variant: str) -> ml_collections.ConfigDict:
-  """``configs/<name>.py:<variant>``; ``mcnet_tpsmm``: ``configs/mcnet.py:tpsmm_<variant>``."""
-  if name == "mcnet_tpsmm":
-    return importlib.import_module("configs.mcnet").get_config(
+  """``configs/<name>.py:<variant>``; ``<m>_tpsmm``: ``configs/<m>.py:tpsmm_<variant>``."""
+  if name.endswith("_tpsmm"):
+    return importlib.import_module(f"configs.{name[:-len('_tpsmm')]}").get_config(
         f"tpsmm_{variant}" if variant else "tpsmm")
   return importlib.import_module(f"configs.{name}").get_config(variant)
 _IMAGE = ("psnr", "ssim", "lpips", "akd")

@@ -360,3 +360,19 @@ def test_published_mcnet_parts_have_the_references_parameter_counts():
         jax.random.key(0), {"source": image, "driving": image}))
     assert params.count(shapes["params"]) == total, variant
 
+
+
+def test_published_mrfa_has_the_references_parameter_counts():
+  """configs/mrfa.py's default (MTIA detector, FOMM dense motion, RaftFlow) at 256x256: each part
+  has exactly the trainable parameters of the authors' encoder, dense_motion and decoder
+  (counted with their code; their encoder also stores the fixed sine embedding, which ours
+  computes)."""
+  from configs import mrfa as mrfa_config  # pylint: disable=g-import-not-at-top
+  from minerf_jax import models  # pylint: disable=g-import-not-at-top
+  model = models.build(mrfa_config.get_config())
+  image = np.zeros((2, 256, 256, 3), np.float32)
+  shapes = jax.eval_shape(lambda: model.init_variables(
+      jax.random.key(0), {"source": image, "driving": image}))
+  counts = {k: params.count(v) for k, v in shapes["params"].items()}
+  assert counts == params.MRFA_REFERENCE_PARTS
+  assert sum(counts.values()) == 114_339_206 - 49_152

@@ -79,12 +79,6 @@ def full_size_parameter_counts(config: dict = VOX256) -> dict[str, int]:
   return counts
 
 
-# Totals measured with the authors' code at 256x256 (MCNet: ICCV2023-MCNET, README command;
-# MRFA: config/vox1.yaml with its default MTIA prior). Both references build on other priors
-# than TPSMM, so the totals here differ by the prior modules (see ``*_parameter_counts``).
-MCNET_REFERENCE_TOTAL = 101.8e6
-MRFA_REFERENCE_TOTAL = 114.3e6
-
 
 def _tpsmm_shapes(config: dict):
   """Abstract inputs and the generator / dense-motion output shapes of ``config``."""
@@ -98,7 +92,7 @@ def _tpsmm_shapes(config: dict):
 
 
 def mcnet_parameter_counts(config: dict = VOX256, **memory_kw) -> dict[str, int]:
-  """TPSMM parts + MCNet's ``MemoryCompensation`` (reference sizes: 512 x 32 x 32 memory).
+  """Our MCNet variant (``configs/mcnet.py:tpsmm``): TPSMM parts + MCNet's ``MemoryCompensation`` (reference sizes: 512 x 32 x 32 memory).
 
   ``memory`` is the whole compensation module; ``memory_bank`` and ``dynamic_kv`` (the 3x3
   dynamic conv making keys and values, about three quarters of it) are broken out for the report.
@@ -150,8 +144,16 @@ def mcnet_published_parameter_counts(num_kp: int = 15, memory_channels: int = 51
   return counts
 
 
+# MRFA as published (config/vox1.yaml, MTIA prior), counted with the authors' code (torch 2.13,
+# 2026-12-05), under our names for the parts (theirs: encoder, dense_motion, decoder). The
+# encoder's count leaves out the 49,152 numbers of its fixed sine position embedding, which the
+# authors store as a requires_grad=False parameter and ours computes (motion/mtia.py).
+MRFA_REFERENCE_PARTS = {"detector": 12_234_310, "dense_motion": 37_730_268,
+                        "refine": 64_325_476}
+
+
 def mrfa_parameter_counts(config: dict = VOX256, **refine_kw) -> dict[str, int]:
-  """TPSMM parts + MRFA's ``CorrelationRefinement`` over the TPSMM generator's scales.
+  """Our MRFA variant (``configs/mrfa.py:tpsmm``): TPSMM parts + ``CorrelationRefinement`` over the TPSMM generator's scales.
 
   ``structure_encoders`` (both hourglasses, heads and the position embedding) and
   ``update_operator`` (shared operator + per-scale context projections) are broken out.
