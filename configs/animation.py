@@ -28,6 +28,22 @@ from minerf_jax.models import animation
 VARIANTS = ("", "cpu", "synthetic", "test")
 
 
+def split_variant(system: str, arg: str | None, default_base: str,
+                  bases: tuple[str, ...]) -> tuple[str, str]:
+  """``(base, size variant)`` of ``configs/<system>.py:<arg>``: ``'cpu'`` -> the published
+  ``default_base`` at ``cpu``; ``'<base>'`` / ``'<base>_cpu'`` -> another of ``bases``."""
+  arg = arg or ""
+  base, size = default_base, arg
+  for prefix in bases:
+    if arg == prefix or arg.startswith(prefix + "_"):
+      base, size = prefix, arg[len(prefix) + 1:]
+  if size not in VARIANTS:
+    raise ValueError(f"configs/{system}.py: unknown variant {arg!r}; use one of {VARIANTS} "
+                     f"(the published {system}) or one of those after "
+                     f"{' or '.join(repr(b + '_') for b in bases)} (e.g. '{bases[-1]}_cpu')")
+  return base, size
+
+
 def get_config(system: str, model_config, arg: str | None = None) -> ml_collections.ConfigDict:
   """The config of ``system``; ``model_config(size)`` gives its ``config.model``."""
   arg = arg or ""

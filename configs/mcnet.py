@@ -30,18 +30,9 @@ import functools
 from configs import animation
 from minerf_jax.models import mcnet
 
-TPSMM_PREFIX = "tpsmm"
-
 
 def get_config(arg=None):
-  arg = arg or ""
-  base, size = "fomm", arg
-  if arg == TPSMM_PREFIX or arg.startswith(TPSMM_PREFIX + "_"):
-    base, size = "tpsmm", arg[len(TPSMM_PREFIX) + 1:]
-  if size not in animation.VARIANTS:
-    raise ValueError(f"configs/mcnet.py: unknown variant {arg!r}; use one of "
-                     f"{animation.VARIANTS} (the published MCNet) or those after 'tpsmm_' "
-                     "(ours on TPSMM), e.g. 'tpsmm_cpu'")
+  base, size = animation.split_variant("mcnet", arg, "fomm", ("tpsmm",))
   config = animation.get_config("mcnet", functools.partial(mcnet.model_config, base=base), size)
   if base == "tpsmm":
     # Ours, as its recorded figures were made: the value maps resized to the features.

@@ -29,19 +29,9 @@ import functools
 from configs import animation
 from minerf_jax.models import mrfa
 
-PREFIXES = ("fomm", "tpsmm")   # other bases than the published MTIA prior
-
 
 def get_config(arg=None):
-  arg = arg or ""
-  base, size = "mtia", arg
-  for prefix in PREFIXES:
-    if arg == prefix or arg.startswith(prefix + "_"):
-      base, size = prefix, arg[len(prefix) + 1:]
-  if size not in animation.VARIANTS:
-    raise ValueError(f"configs/mrfa.py: unknown variant {arg!r}; use one of "
-                     f"{animation.VARIANTS} (the published MRFA), or one of those after 'fomm_' "
-                     "(its FOMM prior) or 'tpsmm_' (ours on TPSMM), e.g. 'tpsmm_cpu'")
+  base, size = animation.split_variant("mrfa", arg, "mtia", ("fomm", "tpsmm"))
   config = animation.get_config("mrfa", functools.partial(mrfa.model_config, base=base), size)
   if base == "tpsmm":
     return config

@@ -230,6 +230,20 @@ def test_bad_ablation_value_is_one_line(tmp_path_factory):
     models.build(test_config("mcnet", tmp_path_factory, **{"model.memory": "maybe"}))
 
 
+def test_config_variants_pick_the_published_model_or_ours():
+  """configs/mcnet.py and configs/mrfa.py: the size variants build the published models; the
+  'tpsmm_' (and MRFA's 'fomm_') ones our variant / the authors' other prior; a typo is one line."""
+  assert mcnet_config.get_config("cpu").model.prior == "fomm"
+  assert mcnet_config.get_config("tpsmm_cpu").model.get("prior", "tps") == "tps"
+  assert mrfa_config.get_config("test").model.prior == "mtia"
+  assert mrfa_config.get_config("fomm_test").model.prior == "fomm"
+  assert mrfa_config.get_config("tpsmm").model.get("prior", "tps") == "tps"
+  assert mcnet_config.get_config("tpsmm_cpu").data.image_size == 64
+  with pytest.raises(ValueError, match=r"unknown variant 'tpsmm_tset'") as e:
+    mcnet_config.get_config("tpsmm_tset")
+  assert "\n" not in str(e.value)
+
+
 def test_batch_stats_are_checkpointed(tpsmm_test_run):
   workdir, state = tpsmm_test_run
   saved = checkpoint.load_params(workdir, model_name="tpsmm", item="batch_stats")
