@@ -183,16 +183,19 @@ def warp_features_per_scale(encoder_maps: Sequence[jax.Array], flows: Sequence[j
 
 
 class StructureEncoder(nn.Module):
-  """Hourglass on keypoint heatmaps (+ image) -> ``[B, h, w, dim]`` structure features."""
+  """Hourglass on keypoint heatmaps (+ image) -> ``[B, h, w, dim]`` structure features
+  (``norm``: instance here, ``'batch'`` in the published MRFA's ``motion/raft_flow.py``)."""
   dim: int = 256
   block_expansion: int = 32
   num_blocks: int = 5
   max_features: int = 512
+  norm: str = "instance"
+  axis_name: str | None = None
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    out = Hourglass(self.block_expansion, self.num_blocks, self.max_features,
-                    name="hourglass")(x)[-1]
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    out = Hourglass(self.block_expansion, self.num_blocks, self.max_features, self.norm,
+                    self.axis_name, name="hourglass")(x, train)[-1]
     return nn.Conv(self.dim, (1, 1), kernel_init=nn.initializers.variance_scaling(
         1 / 3, "fan_in", "uniform"), name="head")(out)
 

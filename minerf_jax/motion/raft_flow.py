@@ -51,7 +51,6 @@ import jax.numpy as jnp
 from minerf_jax.motion import correlation
 from minerf_jax.motion import warp
 from minerf_jax.motion.dense_motion import DownBlock
-from minerf_jax.motion.dense_motion import Hourglass
 from minerf_jax.motion.dense_motion import ResBlock
 from minerf_jax.motion.dense_motion import SameBlock
 from minerf_jax.motion.dense_motion import UpBlock
@@ -133,22 +132,6 @@ class OcclusionAwareGenerator(nn.Module):
     return out * (1 - occlusion[-1]) + warped_image * occlusion[-1]
 
 
-class StructureHourglass(nn.Module):
-  """Hourglass (BatchNorm) + 1x1 head: keypoint heatmaps (+ image) -> ``dim`` features."""
-  dim: int = 256
-  block_expansion: int = 32
-  num_blocks: int = 5
-  max_features: int = 512
-  norm: str = "batch"
-  axis_name: str | None = None
-
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    out = Hourglass(self.block_expansion, self.num_blocks, self.max_features, self.norm,
-                    self.axis_name, name="hourglass")(x, train)[-1]
-    return nn.Conv(self.dim, (1, 1), kernel_init=torch_default_init, name="head")(out)
-
-
 class RaftFlow(nn.Module):
   """Refinement + generator of the published MRFA (module docstring).
 
@@ -218,7 +201,7 @@ class RaftFlow(nn.Module):
                           (1, h, w, kp_source.shape[1]))
     heat_s = keypoint_gaussians(kp_source, h, w, self.kp_variance) + position
     heat_d = keypoint_gaussians(kp_driving, h, w, self.kp_variance) + position
-    encoder = lambda name: StructureHourglass(
+    encoder = lambda name: correlation.StructureEncoder(
         self.dim, self.encoder_block_expansion, self.encoder_num_blocks,
         self.encoder_max_features, self.norm, self.axis_name, name=name)
     key_s = encoder("kp_img")(jnp.concatenate([heat_s, small], axis=-1), train)
