@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import os
 
+import jax
 import numpy as np
 import pytest
 
@@ -18,6 +19,7 @@ from configs import tpsmm as tpsmm_config
 from launch import convert
 from launch import runs
 from minerf_jax import models
+from minerf_jax.models import torch_import
 from minerf_jax.train import checkpoint
 
 import _golden as goldens
@@ -138,6 +140,13 @@ def test_converted_mrfa_run_predicts_the_reference_frames(tmp_path):
   goldens.close(out["kp_source"]["jacobian"], ref["e2e/jacobian_source"], "MTIA Jacobians")
   goldens.close(out["prediction"], goldens.nhwc(ref["e2e/prediction"]),
                 "prediction of the converted MRFA run")
+  # celebvhq's model also holds a background predictor: skipped, and said so.
+  prepared = torch_import.prepare("mrfa", {"model": {**flat, "module.bg_predictor.fc.bias":
+                                                     np.zeros(6, np.float32)}})
+  assert set(prepared) == {"encoder", "dense_motion", "decoder", "mrfa_bg_predictor"}
+  expected = jax.eval_shape(lambda: {"params": params, "batch_stats": batch_stats})
+  _, report = torch_import.convert("mrfa", prepared, expected)
+  assert any("mrfa_bg_predictor" in line and "skipped" in line for line in report)
   # A stray module in the 'model' dict is one line naming the tensor.
   with pytest.raises(convert.ConvertError) as e:
     convert.write_run("mrfa", {"model": {**flat, "module.extra.weight": np.zeros(3)}},

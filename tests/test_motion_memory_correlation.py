@@ -126,12 +126,21 @@ def test_memory_gradients_finite_and_nonzero(tiny_memory):
 def test_consistency_loss_value_and_gradient_routing():
   f = [_random((1, 4, 4, 3), 1), _random((1, 8, 8, 3), 2)]
   v = [_random((1, 4, 4, 3), 3), _random((1, 4, 4, 3), 4)]
-  expected = (np.abs(np.asarray(f[0]) - np.asarray(v[0])).mean()
-              + np.abs(np.asarray(f[1]) - np.asarray(warp.resize_bilinear(v[1], (8, 8)))).mean())
+  same = np.abs(np.asarray(f[0]) - np.asarray(v[0])).mean()
+  # The reference (resize='feature'): the 8 x 8 feature map is resized to the 4 x 4 values.
+  expected = same + np.abs(np.asarray(warp.resize_bilinear(f[1], (4, 4)))
+                           - np.asarray(v[1])).mean()
   assert float(memory.consistency_loss(f, v)) == pytest.approx(expected, rel=1e-5)
-  g_f, g_v = jax.grad(memory.consistency_loss, (0, 1))(f, v)
-  assert all(float(jnp.abs(g).sum()) == 0 for g in g_f)         # features are detached
-  assert all(float(jnp.abs(g).sum()) > 0 for g in g_v)
+  # Ours before the golden comparison (resize='value'): the values resized to the features.
+  expected = same + np.abs(np.asarray(f[1])
+                           - np.asarray(warp.resize_bilinear(v[1], (8, 8)))).mean()
+  assert float(memory.consistency_loss(f, v, "value")) == pytest.approx(expected, rel=1e-5)
+  for resize in memory.CONSISTENCY_RESIZE:
+    g_f, g_v = jax.grad(memory.consistency_loss, (0, 1))(f, v, resize)
+    assert all(float(jnp.abs(g).sum()) == 0 for g in g_f)         # features are detached
+    assert all(float(jnp.abs(g).sum()) > 0 for g in g_v)
+  with pytest.raises(ValueError, match="consistency resize 'nearest'"):
+    memory.consistency_loss(f, v, "nearest")
 
 
 # ----------------------------------------------------------------------------------------- MRFA
