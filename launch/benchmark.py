@@ -197,6 +197,7 @@ def suite_throughput() -> dict:
 # part by part in motion/params.py). MRFA's is its trainable count: the authors' model also
 # stores its fixed sine position embedding as a parameter (49,152 more: 114,339,206).
 REFERENCE_PARAMS = {"tpsmm": 85_095_490, "mcnet": 101_841_273, "mrfa": 114_290_054}
+REFERENCE_NOTES = {"mrfa": " trainable (114,339,206 with their fixed sine embedding)"}
 
 
 def frame_gmacs(model, variables, size: int) -> float:
@@ -255,7 +256,8 @@ def suite_motion_params() -> dict:
     parts = "  ".join(f"{k}={v:,d}" for k, v in counts.items() if k != "total")
     kind = ("published: equal to the authors'" if published and total == ref else
             "published" if published else "ours; the authors' published model has")
-    print(f"{label:12s} params={total:>12,d}  ({kind} {ref:,.0f}, {100 * (total / ref - 1):+.2f}%)"
+    print(f"{label:12s} params={total:>12,d}  ({kind} {ref:,.0f}{REFERENCE_NOTES.get(module, '')}, "
+          f"{100 * (total / ref - 1):+.2f}%)"
           f"  GMACs/frame={gmacs:.1f} at {size}x{size}  {parts}", flush=True)
   for label, theirs in (("mcnet", params.MCNET_REFERENCE_PARTS),
                         ("mrfa", params.MRFA_REFERENCE_PARTS)):
