@@ -1,6 +1,16 @@
-"""One-shot face animation: TPSMM, and MCNet / MRFA built on it, behind the model seam.
+"""One-shot face animation: TPSMM, MCNet and MRFA behind the model seam.
 
-A source image ``S`` and a driving frame ``D`` of the same person go through (NHWC, ``[0, 1]``):
+``config.model.prior`` picks the keypoints and dense motion (``PRIORS``). With ``'tps'`` (TPSMM,
+and our TPSMM-based MCNet and MRFA variants) a source image ``S`` and a driving frame ``D`` of
+the same person go through the steps below. With ``'fomm'`` (the published MCNet; MRFA's FOMM
+option) or ``'mtia'`` (the published MRFA) the detector gives K keypoints with 2x2 Jacobians
+(``motion/fomm.py``, ``motion/mtia.py``), FOMM's dense motion blends local affine motions into
+one flow with one occlusion map, and there is no background predictor; MCNet then runs the
+BatchNorm generator with its memory as in 3, and MRFA hands flow and occlusion logit to
+``motion/raft_flow.py``, which refines them while its own generator decodes. The losses add
+the Jacobians' equivariance (``loss.equivariance_jacobian``) and MCNet's keypoint distance.
+
+The TPS path (NHWC, ``[0, 1]``):
 
 1. the keypoint detector (``motion.keypoints``): ``K x 5`` TPS control points on each frame, and
    the background predictor: a 3x3 affine from ``(S, D)``;

@@ -1,5 +1,10 @@
 """MRFA's structure correlation volume and coarse-to-fine flow/occlusion refinement (NHWC).
 
+The shared pieces (volume, pooling, pyramid, lookup, structure encoder, update operator) serve
+both MRFA builds: the published one (``motion/raft_flow.py``, golden-tested against the
+authors' code) and ours on TPSMM, ``CorrelationRefinement`` below (``configs/mrfa.py:tpsmm``),
+which this docstring describes.
+
 MRFA (Tao et al., NeurIPS 2023) refines a prior motion model's flow with RAFT-style lookups in an
 all-pairs correlation volume between *structure* features of the driving and source keypoints
 (``modules/raft.py: RaftFlow`` in the reference, ``config/vox1.yaml: raft_flow``). On top of
