@@ -24,6 +24,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.log_every = 50             # progress line + train metrics (host sync) every N steps
   config.eval_every = 1_000         # model.evaluate every N steps and at the end; 0: only at end
   config.init_from = ""             # checkpoint dir or workdir to initialise params from
+  config.max_nonfinite_steps = 20   # stop (one-line error) after N consecutive steps whose loss
+                                    # or gradient is non-finite (each one's update is skipped);
+                                    # 0: skip them forever
 
   config.optimizer = ml_collections.ConfigDict(dict(
       lr=1e-3,                      # peak learning rate (after warmup)
@@ -36,7 +39,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       eps=1e-8,
   ))
   config.checkpoint = ml_collections.ConfigDict(dict(
-      every=1_000,                  # save every N steps (and at the end, and on SIGTERM)
+      every=1_000,                  # save every N steps (and at the end, on SIGTERM / SIGINT)
       keep=3,                       # keep the N most recent checkpoints
       async_save=True,              # write in a background thread (state is copied first)
   ))

@@ -16,6 +16,7 @@ one-shot systems' (configs/animation.py), so the comparison with TPSMM, MCNet an
 same budget; Head3D adds the geometry and canonical-head losses.
 """
 from configs import animation
+from configs import hyper
 from minerf_jax.data import face
 from minerf_jax.data import synthetic
 from minerf_jax.models import head3d
@@ -37,3 +38,16 @@ def get_config(arg=None):
     # Landmark PnP head coordinates are decimetres: heads sit ~6-15 dm from the camera.
     config.model.geometry.update(head_depth=10.0, min_depth=3.0, max_depth=40.0)
   return config
+
+
+def get_sweep(name, config=None):
+  """Sweeps of ``launch.sweep --config=configs/head3d.py[:variant] --sweep=NAME``.
+
+  ``fusion``: the attention fusion against the rendered head alone and the 2-D warps alone
+  (``head3d/fuse.py``), 3 seeds each.
+  """
+  del config
+  from minerf_jax.head3d import fuse  # pylint: disable=g-import-not-at-top
+  return hyper.choose({
+      "fusion": hyper.product(hyper.sweep("model.fusion", fuse.FUSIONS), hyper.seeds(3)),
+  }, name, "configs/head3d.py")

@@ -24,6 +24,7 @@ tens of minutes), 'test' (tiny, for CI).
 import ml_collections
 
 from configs import common
+from configs import hyper
 from minerf_jax.data import synthetic
 
 
@@ -141,3 +142,24 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   elif arg:
     raise ValueError(f"configs/lokitalk.py: unknown variant {arg!r}; use '', 'demo' or 'test'")
   return config
+
+
+def get_sweep(name, config=None):
+  """Sweeps of ``launch.sweep --config=configs/lokitalk.py[:variant] --sweep=NAME``.
+
+  ``ablation``: the paper's component ablation, the full model and each of region-specific
+  deformation (``model.regions``), the cascaded torso field (``model.cascade``) and ID-aware
+  knowledge transfer (``model.transfer``) turned off alone, 3 seeds each. ``regions``,
+  ``cascade``, ``transfer``: one switch on and off.
+  """
+  del config
+  full = {"model.regions": "on", "model.cascade": "on", "model.transfer": "on"}
+  without = lambda part: {**full, f"model.{part}": "off"}
+  switch = lambda part: hyper.product(hyper.sweep(f"model.{part}", ("on", "off")),
+                                      hyper.seeds(3))
+  return hyper.choose({
+      "ablation": hyper.product(hyper.variants({
+          "full": full, "no_regions": without("regions"), "no_cascade": without("cascade"),
+          "no_transfer": without("transfer")}), hyper.seeds(3)),
+      "regions": switch("regions"), "cascade": switch("cascade"), "transfer": switch("transfer"),
+  }, name, "configs/lokitalk.py")

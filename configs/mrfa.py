@@ -27,6 +27,7 @@ to inf-norm 10 separately, the decoder's not. Pair augmentation as TPSMM's. Ours
 import functools
 
 from configs import animation
+from configs import hyper
 from minerf_jax.models import mrfa
 
 
@@ -38,3 +39,22 @@ def get_config(arg=None):
   config.loss.update(warp=0.0, bg=0.0, consistency=0.0, equivariance_jacobian=10.0)
   config.optimizer.update(milestones=(0.6, 0.9), clip_modules=("detector", "dense_motion"))
   return config
+
+
+def get_sweep(name, config=None):
+  """Sweeps of ``launch.sweep --config=configs/mrfa.py:tpsmm[_cpu|...] --sweep=NAME``.
+
+  ``refine_steps``: the refinement ablation, 0 (the TPS prior alone), half and all of the
+  variant's scales, 3 seeds each. It needs our ``:tpsmm*`` variants: the published MRFA's
+  ``RaftFlow`` refines over its fixed coarse-to-fine levels (the paper's own ablation compares
+  its prior-only and refined models, which is the 0 / all pair here).
+  """
+  if config is not None and config.model.get("prior", "tps") != "tps":
+    raise ValueError("configs/mrfa.py: the refine_steps sweep varies model.refine_steps of our "
+                     "':tpsmm*' variants; pass --config=configs/mrfa.py:tpsmm_cpu (or tpsmm, "
+                     "tpsmm_synthetic, tpsmm_test)")
+  full = int(config.model.refine_steps) if config is not None else 4
+  steps = sorted({0, full // 2, full})
+  return hyper.choose({
+      "refine_steps": hyper.product(hyper.sweep("model.refine_steps", steps), hyper.seeds(3)),
+  }, name, "configs/mrfa.py")

@@ -41,12 +41,12 @@ import time
 
 from absl import app
 from absl import flags
-from absl import logging
 import ml_collections
 from ml_collections import config_flags
 import numpy as np
 from tqdm import tqdm
 
+from launch import cli
 from launch import runs
 from minerf_jax import camera
 from minerf_jax import models
@@ -83,25 +83,11 @@ ANIMATORS = animation.SYSTEMS + ("head3d",)
 SAMPLE_RATE = 16000
 
 
-class AnimateError(Exception):
+class AnimateError(cli.UserError):
   """A problem with the inputs; the message is the one-line error."""
 
 
-def one_line(text) -> str:
-  return " ".join(str(text).split())
-
-
-def parse_flags(argv: list[str]) -> list[str]:
-  """absl flag parsing with one-line errors (missing flags, bad values, bad overrides)."""
-  try:
-    return flags.FLAGS(argv)
-  except flags.Error as e:
-    sys.exit(f"error: {one_line(e)}")
-  except (KeyError, AttributeError) as e:  # an override of a field the config lacks
-    while e.args and isinstance(e.args[0], BaseException):  # AttributeError(KeyError(...))
-      e = e.args[0]
-    sys.exit(f"error: a --config override names a field the config lacks: "
-             f"{one_line(e.args[0] if e.args else e)}")
+one_line = cli.one_line
 
 
 # ----------------------------------------------------------------------------------------------
@@ -368,23 +354,15 @@ def parse_views(yaws: list[str], pitches: list[str]) -> tuple[tuple[float, float
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  if not flags.FLAGS["verbosity"].present:  # the progress bars and the summary; -v 0 for logs
-    logging.set_verbosity(logging.ERROR)
   config = _CONFIG.value
-  if config is not None:
-    try:
-      config.keys()  # a config file that failed to load raises on first use
-    except OSError as e:
-      sys.exit(f"error: --config: {one_line(e.__cause__ or e)}")
+  cli.check_config(config)
   if bool(_SOURCE.value) == bool(_SUBJECT.value):
-    sys.exit("error: pass one of --source=IMAGE (TPSMM, MCNet, MRFA) or --subject=VIDEO (Head3D)")
-  try:
-    s = animate(_CHECKPOINT.value, _DRIVING.value, _OUT.value, source_path=_SOURCE.value,
-                subject_path=_SUBJECT.value, config=config, relative=_RELATIVE.value,
-                side_by_side=_SIDE_BY_SIDE.value, chunk=_CHUNK.value,
-                views=parse_views(_YAW.value, _PITCH.value))
-  except AnimateError as e:
-    sys.exit(f"error: {e}")
+    raise AnimateError("pass one of --source=IMAGE (TPSMM, MCNet, MRFA) or --subject=VIDEO "
+                       "(Head3D)")
+  s = animate(_CHECKPOINT.value, _DRIVING.value, _OUT.value, source_path=_SOURCE.value,
+              subject_path=_SUBJECT.value, config=config, relative=_RELATIVE.value,
+              side_by_side=_SIDE_BY_SIDE.value, chunk=_CHUNK.value,
+              views=parse_views(_YAW.value, _PITCH.value))
   print(f"wrote {s['path']}: {s['frames']} frames at {s['fps']:g} fps ({s['seconds']:.2f} s"
         f"{', with the driving audio' if s['audio'] else ', no audio'}); animated in "
         f"{s['animate_seconds']:.1f} s ({s['frames'] / max(s['animate_seconds'], 1e-9):.1f} "
@@ -392,4 +370,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=parse_flags)
+  cli.run(main)

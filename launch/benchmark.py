@@ -68,10 +68,10 @@ import time
 
 from absl import app
 from absl import flags
-from absl import logging
 import jax
 import numpy as np
 
+from launch import cli
 from launch import minerf_claims
 from minerf_jax import models
 from minerf_jax.data import pipeline
@@ -349,8 +349,6 @@ def suite_head3d_pose_signal() -> dict:
 
 def main(argv):
   del argv
-  if not flags.FLAGS["verbosity"].present:  # the figures and progress; -v 0 for library logs
-    logging.set_verbosity(logging.ERROR)
   results = {"minerf_scaling": suite_scaling,
              "minerf_fusion": suite_fusion,
              "minerf_personalise": suite_personalise,
@@ -370,4 +368,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

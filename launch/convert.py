@@ -29,15 +29,14 @@ from __future__ import annotations
 import os
 import sys
 
-from absl import app
 from absl import flags
-from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
 from ml_collections import config_flags
 import numpy as np
 
+from launch import cli
 from minerf_jax import models
 from minerf_jax.models import torch_import
 from minerf_jax.train import checkpoint
@@ -56,7 +55,7 @@ _CONFIG = config_flags.DEFINE_config_file(
     lock_config=False)
 
 
-class ConvertError(Exception):
+class ConvertError(cli.UserError):
   """The message is the one-line error."""
 
 
@@ -178,13 +177,9 @@ def _plain(value):
 
 def main(argv):
   del argv
-  try:
-    print(convert(_MODEL.value, _TORCH_CHECKPOINT.value, _WORKDIR.value, _CONFIG.value,
-                  _TRUST.value))
-  except ConvertError as e:
-    sys.exit(f"error: {e}")
+  print(convert(_MODEL.value, _TORCH_CHECKPOINT.value, _WORKDIR.value, _CONFIG.value,
+                _TRUST.value))
 
 
 if __name__ == "__main__":
-  logging.set_verbosity(logging.WARNING)
-  app.run(main)
+  cli.run(main)

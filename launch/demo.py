@@ -14,10 +14,10 @@ import json
 import os
 import time
 
-from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from launch import cli
 from launch import runs
 from launch import videos as videos_lib
 from minerf_jax.train import loop
@@ -45,4 +45,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

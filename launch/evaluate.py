@@ -18,10 +18,10 @@ novel_view/..., turned by its view input, and geometry/... against the generator
 import json
 import os
 
-from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from launch import cli
 from launch import runs
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training run directory.", required=True)
@@ -41,4 +41,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -21,9 +21,7 @@ the reference row). Training seconds include compiles and the final evaluation.
 """
 from __future__ import annotations
 
-import json
 import os
-import time
 
 import numpy as np
 

@@ -29,6 +29,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from configs import minerf as minerf_config_lib
 from minerf_jax import metrics
 from minerf_jax import models
 from minerf_jax.data import pipeline
@@ -44,7 +45,6 @@ _programs: dict[str, tuple[Any, Any, Any]] = {}
 
 def minerf_config(variant: str, **overrides) -> ml_collections.ConfigDict:
   """``configs/minerf.py:<variant>`` with dotted ``overrides``."""
-  from configs import minerf as minerf_config_lib  # pylint: disable=g-import-not-at-top
   config = minerf_config_lib.get_config(variant)
   config.update_from_flattened_dict(overrides)
   return config
@@ -363,29 +363,7 @@ def plot_scaling(runs: dict, num_identities: Sequence[int], path: str) -> None:
 
 # ------------------------------------------------------------------------------- minerf_fusion
 
-# Fusion variants: name -> model overrides (every one sets all three fields, so the default
-# config's choice does not leak into an ablation).
-FUSION_VARIANTS = {
-    "hadamard": {"model.fusion": "hadamard", "model.first_order": False,
-                 "model.augment_expression": False},
-    # The previous default: the pure product with N(0, 0.1) codes and no init calibration.
-    "hadamard_raw_init": {"model.fusion": "hadamard", "model.first_order": False,
-                          "model.augment_expression": False, "model.identity_init": 0.1,
-                          "model.condition_share": 0.0},
-    "hadamard_augmented": {"model.fusion": "hadamard", "model.first_order": False,
-                           "model.augment_expression": True},
-    "hadamard_first_order": {"model.fusion": "hadamard", "model.first_order": True,
-                             "model.augment_expression": False},
-    # The default without the per-frame latent (the shortcut that bypasses M).
-    "hadamard_augmented_no_latent": {"model.fusion": "hadamard", "model.first_order": False,
-                                     "model.augment_expression": True, "model.latent_dim": 0},
-    "concat": {"model.fusion": "concat", "model.first_order": False,
-               "model.augment_expression": False},
-    "additive": {"model.fusion": "additive", "model.first_order": False,
-                 "model.augment_expression": False},
-    "film": {"model.fusion": "film", "model.first_order": False,
-             "model.augment_expression": False},
-}
+FUSION_VARIANTS = minerf_config_lib.FUSION_VARIANTS
 
 
 def shared_parameter_count(config: ml_collections.ConfigDict) -> int:

@@ -13,6 +13,8 @@ itself when nothing changed. Train on it with ``--config=configs/minerf_real.py
 from absl import app
 from absl import flags
 
+from launch import cli
+
 _VIDEOS = flags.DEFINE_string("videos", None, "Folder of videos (or of per-identity sub-folders).")
 _OUT = flags.DEFINE_string("out", None, "TFDS data_dir to build into.")
 _RESOLUTION = flags.DEFINE_integer("resolution", 256, "Side of the square face crops.")
@@ -60,8 +62,8 @@ def main(argv):
         _VIDEOS.value, _OUT.value, resolution=_RESOLUTION.value, fps=_FPS.value,
         focal_scale=_FOCAL.value or face.FOCAL_SCALE, test_fraction=_TEST.value,
         expression_dim=_EXPR.value, min_frames=_MIN.value)
-  except (FileNotFoundError, ValueError, ImportError) as e:
-    raise SystemExit(f"prepare_data: {e}") from None
+  except ImportError as e:  # the `face` extra is missing
+    raise cli.UserError(f"{e}; pip install -e '.[face]'") from None
   for line in summarise(processed):
     print(line)
   meta = dict(builder.info.metadata)
@@ -73,4 +75,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["videos", "out"])
-  app.run(main)
+  cli.run(main)

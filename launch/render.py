@@ -20,12 +20,10 @@ Ground truth panels exist for synthetic data only (its generator renders any ide
 and pose); on real videos the panels are [B driving | A render] and [render].
 """
 import os
-import sys
 
-from absl import app
 from absl import flags
-from absl import logging
 
+from launch import cli
 from launch import videos
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training run directory.", required=True)
@@ -44,22 +42,17 @@ _ORBIT_YAW = flags.DEFINE_float("orbit_yaw", 40.0, "Max |yaw| of the orbit in de
 
 def main(argv):
   del argv
-  if not flags.FLAGS["verbosity"].present:  # the paths and figures; -v 0 for library logs
-    logging.set_verbosity(logging.ERROR)
   out_dir = _OUT_DIR.value or os.path.join(_WORKDIR.value, "videos")
-  try:
-    if _MODE.value == "canonical":
-      written = videos.canonical_views(_WORKDIR.value, out_dir, _CLIP.value, _SCALE.value,
-                                       _ORBIT_FRAMES.value, _ORBIT_YAW.value)
-    else:
-      written = videos.render_videos(_WORKDIR.value, out_dir, _MODE.value, _IDENTITY.value,
-                                     _DRIVER.value, _SCALE.value, _ORBIT_FRAMES.value,
-                                     _ORBIT_YAW.value, driver_split=_DRIVER_SPLIT.value)
-  except (ValueError, FileNotFoundError) as e:
-    sys.exit(f"error: {' '.join(str(e).split())}")
+  if _MODE.value == "canonical":
+    written = videos.canonical_views(_WORKDIR.value, out_dir, _CLIP.value, _SCALE.value,
+                                     _ORBIT_FRAMES.value, _ORBIT_YAW.value)
+  else:
+    written = videos.render_videos(_WORKDIR.value, out_dir, _MODE.value, _IDENTITY.value,
+                                   _DRIVER.value, _SCALE.value, _ORBIT_FRAMES.value,
+                                   _ORBIT_YAW.value, driver_split=_DRIVER_SPLIT.value)
   for name, value in written.items():
     print(f"{name}: {value:.2f} dB" if name.startswith("psnr") else f"{name}: {value}")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

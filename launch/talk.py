@@ -18,11 +18,9 @@ tracked head poses (real-video runs only). Frames are rendered ``--chunk`` at a 
 streamed into OUT.mp4 at the dataset's fps with SPEECH muxed in. Bad inputs stop with one line
 naming the problem, and nothing is written.
 """
-import sys
-
-from absl import app
 from absl import flags
 
+from launch import cli
 from launch import talking
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "MI-NeRF or LokiTalk training run.",
@@ -43,13 +41,10 @@ _SEED = flags.DEFINE_integer("seed", 0, "Seed of the blink schedule.")
 
 def main(argv):
   del argv
-  try:
-    result = talking.talk(_WORKDIR.value, _AUDIO_MODEL.value, _AUDIO.value, _IDENTITY.value,
-                          _OUT.value, pose=_POSE.value, expression_scale=_SCALE_EXPR.value,
-                          blinks=_BLINKS.value, scale=_SCALE.value, chunk=_CHUNK.value,
-                          seed=_SEED.value)
-  except talking.TalkError as e:
-    sys.exit(f"talk: {e}")
+  result = talking.talk(_WORKDIR.value, _AUDIO_MODEL.value, _AUDIO.value, _IDENTITY.value,
+                        _OUT.value, pose=_POSE.value, expression_scale=_SCALE_EXPR.value,
+                        blinks=_BLINKS.value, scale=_SCALE.value, chunk=_CHUNK.value,
+                        seed=_SEED.value)
   print(f"TALK frames={result['frames']} fps={result['fps']:g} "
         f"seconds={result['frames'] / result['fps']:.2f} audio={result['audio_seconds']:.2f} "
         f"prepare={result['prepare_seconds']:.1f}s render={result['render_seconds']:.1f}s "
@@ -57,4 +52,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

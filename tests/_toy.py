@@ -140,9 +140,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 def launch_with_toy_data() -> None:
   """``python -m launch.train``'s main with ``models.build_data`` returning ToyData (subprocess)."""
-  from absl import app  # pylint: disable=g-import-not-at-top
+  from launch import cli  # pylint: disable=g-import-not-at-top
   from launch import train  # pylint: disable=g-import-not-at-top
   from minerf_jax import models  # pylint: disable=g-import-not-at-top
   models.build_data = lambda config, **kwargs: ToyData(config)
   sys.argv[0] = "launch.train"
-  app.run(train.main)
+  cli.run(train.main)

@@ -126,7 +126,7 @@ def test_talk_bad_inputs_say_one_line_and_write_nothing(demo_run, a2e_run, tmp_p
                         cwd=REPO, capture_output=True, text=True, timeout=600,
                         env={**os.environ, "MINERF_DATA_DIR": data_dir})
   assert proc.returncode != 0
-  assert proc.stderr.strip().splitlines()[-1].startswith("talk: --audio=")
+  assert proc.stderr.strip().splitlines()[-1].startswith("error: --audio=")
   assert not os.path.exists(out)
 
 

@@ -3,6 +3,7 @@ import glob
 import json
 import os
 import re
+import shutil
 import signal
 import struct
 import subprocess
@@ -315,27 +316,127 @@ def reference_run(tmp_path_factory):
   return config, workdir, host(state)
 
 
-def test_sigterm_saves_returns_and_resume_is_bit_exact(reference_run, tmp_path, capsys):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_saves_returns_and_resume_is_bit_exact(reference_run, tmp_path, capsys, signum):
   config, _, reference = reference_run
   sent = []
 
   def preempt(step):
     if step == 4 and not sent:
       sent.append(step)
-      os.kill(os.getpid(), signal.SIGTERM)
+      os.kill(os.getpid(), signum)
 
-  previous = signal.getsignal(signal.SIGTERM)
+  previous = signal.getsignal(signum)
   stopped = train(config, tmp_path, on_step=preempt)
-  assert signal.getsignal(signal.SIGTERM) is previous
+  assert signal.getsignal(signum) is previous
   assert int(stopped.step) == 5  # batch 4 was trained, then the loop saved and returned
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["3", "5"]
-  assert "stop requested (signal): saved" in capsys.readouterr().out
+  assert f"stop requested ({signal.Signals(signum).name}): saved" in capsys.readouterr().out
   final = train(config, tmp_path)
   assert "resuming from" in capsys.readouterr().out
   assert int(final.step) == 8
   assert_trees_equal(final.params, reference.params)
   assert_trees_equal(final.opt_state, reference.opt_state)
   assert_trees_equal(final.rng, reference.rng)
+
+
+# A toy run in a subprocess that SIGKILLs itself when Orbax renames the finished temporary
+# directory of checkpoint 6 into place: every file of that checkpoint is written, none is
+# committed (the last instant of a write; earlier instants leave less behind).
+_KILL_AT_COMMIT = """
+import os, signal, sys
+sys.path.insert(0, 'tests')
+import _toy
+from minerf_jax.train import loop
+real_rename, real_replace = os.rename, os.replace
+def dying(real):
+  def rename(src, dst, *a, **k):
+    if os.path.basename(os.fspath(dst)) == '6':
+      os.kill(os.getpid(), signal.SIGKILL)
+    return real(src, dst, *a, **k)
+  return rename
+os.rename, os.replace = dying(real_rename), dying(real_replace)
+config = _toy.get_config()
+config.total_steps, config.model.input_noise = 8, 0.1
+loop.train_and_evaluate(config, sys.argv[1], model=_toy.ToyModel(config), data=_toy.ToyData(config))
+"""
+
+
+def test_kill_9_during_a_checkpoint_write_resumes_from_the_last_complete_one(reference_run,
+                                                                           tmp_path, capsys):
+  config, _, reference = reference_run
+  proc = subprocess.run([sys.executable, "-c", _KILL_AT_COMMIT, str(tmp_path)], cwd=REPO,
+                        capture_output=True, text=True, timeout=300)
+  assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+  left = sorted(os.listdir(tmp_path / "checkpoints"))
+  assert left[0] == "3" and left[1].startswith("6.") and "tmp" in left[1], left  # uncommitted
+  final = train(config, tmp_path)
+  assert f"resuming from {tmp_path / 'checkpoints' / '3'}" in capsys.readouterr().out
+  assert_trees_equal(final.params, reference.params)
+  assert_trees_equal(final.opt_state, reference.opt_state)
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["6", "8"]
+
+
+def _truncate_checkpoint(step_dir):
+  for root, _, files in os.walk(step_dir / "state"):
+    for name in files:
+      path = os.path.join(root, name)
+      with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) // 2)
+
+
+def test_unreadable_latest_checkpoint_is_reported_in_one_line_and_the_previous_used(
+    reference_run, tmp_path, capsys):
+  config, _, reference = reference_run
+
+  def crash(step):
+    if step == 7:
+      raise RuntimeError("host lost")
+
+  with pytest.raises(RuntimeError, match="host lost"):
+    train(config, tmp_path, on_step=crash)
+  _truncate_checkpoint(tmp_path / "checkpoints" / "6")
+  capsys.readouterr()
+  final = train(config, tmp_path)
+  out, err = capsys.readouterr()
+  warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+  assert len(warnings) == 1, err
+  assert warnings[0].startswith(f"warning: checkpoint {tmp_path / 'checkpoints' / '6'} is "
+                                "unreadable (")
+  assert f"moved it to {tmp_path / 'checkpoints_unreadable' / '6'}" in warnings[0]
+  assert f"resuming from {tmp_path / 'checkpoints' / '3'}" in out
+  assert os.path.isdir(tmp_path / "checkpoints_unreadable" / "6" / "state")  # nothing deleted
+  assert_trees_equal(final.params, reference.params)
+  assert_trees_equal(final.opt_state, reference.opt_state)
+
+
+def test_load_params_skips_an_unreadable_latest_checkpoint(reference_run, tmp_path, capsys):
+  _, workdir, reference = reference_run
+  copy = tmp_path / "run"
+  shutil.copytree(workdir, copy)
+  steps = sorted(int(s) for s in os.listdir(copy / "checkpoints"))
+  _truncate_checkpoint(copy / "checkpoints" / str(steps[-1]))
+  params = checkpoint.load_params(str(copy), model_name="toy_mlp")
+  err = capsys.readouterr().err
+  assert f"checkpoint {copy / 'checkpoints' / str(steps[-1])} is unreadable" in err
+  assert not np.array_equal(host(params)["head"]["kernel"], reference.params["head"]["kernel"])
+  for step in steps:
+    _truncate_checkpoint(copy / "checkpoints" / str(step))
+  with pytest.raises(checkpoint.CheckpointUnreadableError, match="no older checkpoint"):
+    checkpoint.load_params(str(copy), model_name="toy_mlp")
+
+
+def test_repeated_nonfinite_steps_stop_the_run_in_one_line(tmp_path):
+  config = make_config(**{"max_nonfinite_steps": 3})
+  with pytest.raises(loop.TrainingDiverged) as err:
+    train(config, tmp_path, nan_steps=range(2, 100))
+  message = str(err.value)
+  assert "\n" not in message
+  assert message.startswith("training diverged: steps 3-5 (3 in a row) had a non-finite loss")
+  assert f"the last checkpoint is {tmp_path / 'checkpoints' / '3'}" in message
+  # Isolated non-finite steps are skipped and training goes on.
+  state = train(make_config(**{"max_nonfinite_steps": 2}), tmp_path / "ok", nan_steps=(1, 3))
+  assert int(state.step) == 6
 
 
 @pytest.mark.parametrize("strategy", ["jit", "pmap"])

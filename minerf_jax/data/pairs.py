@@ -56,8 +56,7 @@ class Frames:
 
 def load_frames(builder, split: str, image_size: int = 0) -> Frames:
   """Reads a split (``talking_faces`` or ``synthetic_talking_heads``) into a Frames."""
-  source = builder.as_data_source(split=split)
-  records = [source[i] for i in range(len(source))]
+  records = list(pipeline.records(builder, split))
   if not records:
     raise ValueError(f"split {split!r} of {builder.name} is empty")
   identity = np.array([int(r["identity"]) for r in records])

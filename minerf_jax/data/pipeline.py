@@ -141,6 +141,43 @@ def dataset_builder(data_config: ml_collections.ConfigDict, *, num_identities: i
                    "choose 'synthetic_talking_heads' or 'talking_faces'")
 
 
+class DatasetError(FileNotFoundError):
+  """A dataset directory that is missing files or holds unreadable ones (one-line message)."""
+
+
+def _rebuild_hint(builder) -> str:
+  if builder.name == "synthetic_talking_heads":
+    return "delete it and rerun: the synthetic dataset rebuilds itself"
+  return "delete it and rebuild it with python -m launch.prepare_data"
+
+
+def records(builder, split: str):
+  """Every example of ``split``, in file order, read through ``tfds.data_source``.
+
+  A split file that is missing, empty or unreadable (the directory deleted or half-written
+  under a run, a build interrupted by hand) raises ``DatasetError`` naming the file and the
+  fix, instead of an ArrayRecord error from deep inside the read.
+  """
+  where = builder.data_dir
+  try:
+    paths = [str(p) for p in builder.info.splits[split].filepaths]
+  except Exception as e:  # pylint: disable=broad-except
+    raise DatasetError(f"dataset {where} has no readable split {split!r} "
+                       f"({' '.join(str(e).split())[:200]}); {_rebuild_hint(builder)}") from None
+  for path in paths:
+    if not os.path.isfile(path) or os.path.getsize(path) == 0:
+      state = "is empty" if os.path.isfile(path) else "is missing"
+      raise DatasetError(f"dataset {where} is incomplete: {os.path.basename(path)} {state} "
+                         f"(deleted or half-written); {_rebuild_hint(builder)}")
+  try:
+    source = builder.as_data_source(split=split)
+    for i in range(len(source)):
+      yield source[i]
+  except Exception as e:  # pylint: disable=broad-except
+    raise DatasetError(f"dataset {where}: split {split!r} is unreadable "
+                       f"({' '.join(str(e).split())[:200]}); {_rebuild_hint(builder)}") from None
+
+
 def new_identity(config: ml_collections.ConfigDict) -> tuple[int, int]:
   """(k, frames) of a run that fits a new identity k to a trained one: MI-NeRF's
   ``config.personalise`` or LokiTalk's ``config.adapt`` (``identity``, ``num_frames``; 0
@@ -236,27 +273,26 @@ def load_frames(builder, split: str, identities: tuple[int, ...],
   per-frame ``audio_features`` window of each frame and its K neighbours, ``neighbour_index``),
   ``blink`` and all region ``masks`` (``FRAME_MASK_NAMES``).
   """
-  source = builder.as_data_source(split=split)
   wanted = set(identities)
-  records = [r for r in (source[i] for i in range(len(source))) if int(r["identity"]) in wanted]
-  records.sort(key=lambda r: int(r["frame"]))
+  rows = [r for r in records(builder, split) if int(r["identity"]) in wanted]
+  rows.sort(key=lambda r: int(r["frame"]))
   if max_frames_per_identity > 0:
     count: dict[int, int] = {}
     kept = []
-    for r in records:
+    for r in rows:
       identity = int(r["identity"])
       if count.get(identity, 0) < max_frames_per_identity:
         kept.append(r)
         count[identity] = count.get(identity, 0) + 1
-    records = kept
-  if not records:
+    rows = kept
+  if not rows:
     raise ValueError(f"split {split!r} of {builder.name} has no frames of identities {identities}")
-  arrays = {k: np.stack([np.asarray(r[k]) for r in records]) for k in FRAME_KEYS}
+  arrays = {k: np.stack([np.asarray(r[k]) for r in rows]) for k in FRAME_KEYS}
   extras = {}
   if audio_context >= 0:
-    feats = np.stack([np.asarray(r["audio_features"], np.float32) for r in records])
+    feats = np.stack([np.asarray(r["audio_features"], np.float32) for r in rows])
     extras["audio"] = feats[neighbour_index(arrays["identity"], arrays["frame"], audio_context)]
-    extras["blink"] = (np.stack([np.asarray(r["blink"]) for r in records]) if "blink" in records[0]
+    extras["blink"] = (np.stack([np.asarray(r["blink"]) for r in rows]) if "blink" in rows[0]
                        else arrays["expression"][:, list(synthetic.BLINK_COMPONENTS)]).astype(np.float32)
     masks = arrays["masks"].astype(np.float32)
     near = neighbour_index(arrays["identity"], arrays["frame"], REGION_CONTEXT)
@@ -276,9 +312,7 @@ def load_frames(builder, split: str, identities: tuple[int, ...],
 
 def load_audio(builder, split: str, identity: int) -> np.ndarray:
   """The identity's audio over a split, in time order (per-frame chunks concatenated)."""
-  source = builder.as_data_source(split=split)
-  rows = [source[i] for i in range(len(source))]
-  rows = sorted((r for r in rows if int(r["identity"]) == identity), key=lambda r: int(r["frame"]))
+  rows = sorted((r for r in records(builder, split) if int(r["identity"]) == identity), key=lambda r: int(r["frame"]))
   return np.concatenate([np.asarray(r["audio"], np.float32) for r in rows])
 
 

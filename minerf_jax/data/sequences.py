@@ -80,12 +80,10 @@ def real_sequences(data: ml_collections.ConfigDict, split: str, min_frames: int 
   from minerf_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   builder = pipeline.dataset_builder(data)
   fps = float(builder.info.metadata["fps"])
-  source = builder.as_data_source(split=split)
   keys = ("frame", "identity", "video", "clip", "source_frame", "audio", "expression", "blink",
           "has_audio")
   rows = []
-  for i in range(len(source)):
-    example = source[i]       # decodes the whole example once (frames included)
+  for example in pipeline.records(builder, split):  # decodes each example once
     rows.append({k: np.asarray(example[k]) for k in keys})
   rows.sort(key=lambda r: int(r["frame"]))
   wanted = set(range(int(data.num_identities)))

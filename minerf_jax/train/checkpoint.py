@@ -16,8 +16,14 @@ checkpoint of another model or of other parameter shapes raises ``CheckpointMism
 a one-line message (checkpoint path, what it holds vs what the config builds, the fix) instead of
 an Orbax shape error from deep inside the restore.
 
-``StopSignal`` turns SIGTERM (preemption) into a flag that the train loop polls: it saves a
-checkpoint at the current step and returns.
+Faults: a process killed while writing leaves ``<step>.orbax-checkpoint-tmp`` behind, which
+Orbax neither lists nor restores (and replaces at the next save of that step), so the run resumes
+from the last complete checkpoint. A complete-looking checkpoint that cannot be read (truncated
+or corrupted files) is reported in one line, moved to ``WORKDIR/checkpoints_unreadable/<step>``
+(kept for inspection, out of the way of the next save) and the previous one is used.
+
+``StopSignal`` turns SIGTERM (preemption) and SIGINT (Ctrl-C) into a flag that the train loop
+polls: it saves a checkpoint at the current step and returns.
 """
 from __future__ import annotations
 
@@ -25,7 +31,9 @@ import importlib.metadata
 import json
 import os
 import re
+import shutil
 import signal
+import sys
 import threading
 from typing import Any
 
@@ -41,6 +49,21 @@ FIX = "use a fresh --workdir or a config that matches the checkpoint"
 
 class CheckpointMismatchError(ValueError):
   """A checkpoint does not fit what the config builds (message: one line)."""
+
+
+class CheckpointUnreadableError(ValueError):
+  """No checkpoint of a run could be read (message: one line)."""
+
+
+def _one_line(error: BaseException, limit: int = 160) -> str:
+  text = " ".join(f"{type(error).__name__}: {error}".split())
+  return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def warn(message: str) -> None:
+  """A one-line warning on stderr (process 0)."""
+  if jax.process_index() == 0:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 def version() -> str:
@@ -165,21 +188,57 @@ class Checkpointer:
     return self.manager.restore(step, args=ocp.args.Composite(**{META: ocp.args.JsonRestore()}))[
         META]
 
+  def _restore_step(self, abstract_state, step: int):
+    try:
+      meta = self.read_meta(step)
+    except Exception as e:  # pylint: disable=broad-except
+      return None, e
+    check_compatible(meta, make_meta(self.model_name, abstract_state, step), self.step_path(step))
+    try:
+      return self.manager.restore(step, args=ocp.args.Composite(**{
+          STATE: ocp.args.StandardRestore(abstract_state)}))[STATE], None
+    except Exception as e:  # pylint: disable=broad-except
+      return None, e
+
+  def set_aside(self, step: int) -> str:
+    """Moves an unreadable step out of the checkpoint directory; returns where it went."""
+    target = os.path.join(os.path.dirname(self.directory), "checkpoints_unreadable", str(step))
+    if jax.process_index() == 0:
+      n = 1
+      while os.path.exists(target):
+        target = os.path.join(os.path.dirname(target), f"{step}.{n}")
+        n += 1
+      os.makedirs(os.path.dirname(target), exist_ok=True)
+      shutil.move(self.step_path(step), target)
+    self.manager.reload()
+    return target
+
   def restore(self, abstract_state, step: int | None = None):
-    """The checkpointed state at ``step`` (default latest), or None if there is none.
+    """The checkpointed state at ``step`` (default: the latest readable one), or None if the run
+    has no checkpoint.
 
     ``abstract_state``: a TrainState of ``jax.ShapeDtypeStruct`` (with shardings) for what the
-    config builds; raises CheckpointMismatchError when the checkpoint holds something else.
+    config builds; raises CheckpointMismatchError when the checkpoint holds something else. An
+    unreadable latest checkpoint is reported, set aside and the previous one restored; with
+    none readable (or ``step`` given and unreadable) CheckpointUnreadableError.
     """
     self.manager.wait_until_finished()
-    step = self.latest_step() if step is None else step
-    if step is None:
+    steps = self.all_steps()[::-1] if step is None else [step]
+    if not steps:
       return None
-    expected = make_meta(self.model_name, abstract_state, step)
-    check_compatible(self.read_meta(step), expected, self.step_path(step))
-    restored = self.manager.restore(step, args=ocp.args.Composite(**{
-        STATE: ocp.args.StandardRestore(abstract_state)}))
-    return restored[STATE]
+    for s in steps:
+      restored, error = self._restore_step(abstract_state, s)
+      if error is None:
+        return restored
+      where = self.step_path(s)
+      if step is not None:
+        raise CheckpointUnreadableError(f"checkpoint {where} is unreadable ({_one_line(error)})")
+      moved = self.set_aside(s)
+      warn(f"checkpoint {where} is unreadable ({_one_line(error)}); moved it to {moved} and "
+           "trying the one before it")
+    raise CheckpointUnreadableError(
+        f"no checkpoint in {self.directory} could be read (each was moved to "
+        f"{os.path.dirname(moved)}); re-run to start from scratch, or move a good one back")
 
   def wait(self) -> None:
     self.manager.wait_until_finished()
@@ -237,26 +296,50 @@ def load_params(path: str, model_name: str | None = None, sharding=None,
   manager = ocp.CheckpointManager(
       directory, options=ocp.CheckpointManagerOptions(read_only=True, create=False),
       item_handlers={STATE: ocp.PyTreeCheckpointHandler(), META: ocp.JsonCheckpointHandler()})
-  try:
-    step = manager.latest_step() if step is None else step
-    if step is None:
-      raise FileNotFoundError(f"{path} has no finished checkpoint")
+  sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+
+  def load(step):
     where = os.path.join(directory, str(step))
-    meta = manager.restore(step, args=ocp.args.Composite(**{META: ocp.args.JsonRestore()}))[META]
+    try:
+      meta = manager.restore(step, args=ocp.args.Composite(**{META: ocp.args.JsonRestore()}))[
+          META]
+    except Exception as e:  # pylint: disable=broad-except
+      return None, e
     if model_name is not None and meta.get("model") != model_name:
       raise CheckpointMismatchError(
           f"checkpoint {where} holds model {meta.get('model')!r} but the config builds model "
           f"{model_name!r}; point it at a checkpoint of {model_name!r}")
-    sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    saved = manager.item_metadata(step)[STATE].tree.get(item)
+    try:
+      saved = manager.item_metadata(step)[STATE].tree.get(item)
+    except Exception as e:  # pylint: disable=broad-except
+      return None, e
     if not saved:
       raise CheckpointMismatchError(f"checkpoint {where} holds no {item!r}; {FIX}")
     target = {item: jax.tree.map(
         lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding), saved)}
     restore_args = jax.tree.map(lambda _: ocp.ArrayRestoreArgs(sharding=sharding), target)
-    restored = manager.restore(step, args=ocp.args.Composite(**{STATE: ocp.args.PyTreeRestore(
-        item=target, restore_args=restore_args, partial_restore=True)}))
-    return restored[STATE][item]
+    try:
+      restored = manager.restore(step, args=ocp.args.Composite(**{
+          STATE: ocp.args.PyTreeRestore(item=target, restore_args=restore_args,
+                                        partial_restore=True)}))
+    except Exception as e:  # pylint: disable=broad-except
+      return None, e
+    return restored[STATE][item], None
+
+  try:
+    steps = sorted(manager.all_steps())[::-1] if step is None else [step]
+    if not steps:
+      raise FileNotFoundError(f"{path} has no finished checkpoint")
+    for s in steps:
+      value, error = load(s)
+      if error is None:
+        return value
+      where = os.path.join(directory, str(s))
+      if step is not None or s == steps[-1]:
+        raise CheckpointUnreadableError(f"checkpoint {where} is unreadable ({_one_line(error)})"
+                                        + ("" if step is not None else
+                                           f"; no older checkpoint in {directory} is readable"))
+      warn(f"checkpoint {where} is unreadable ({_one_line(error)}); using the one before it")
   finally:
     manager.close()
 
@@ -266,13 +349,13 @@ def load_params(path: str, model_name: str | None = None, sharding=None,
 
 
 class StopSignal:
-  """While entered, SIGTERM sets ``requested`` instead of killing the process.
+  """While entered, SIGTERM and SIGINT set ``requested`` instead of stopping the process.
 
   The train loop polls it after each step, saves a checkpoint and returns. Handlers can only be
   installed from the main thread; elsewhere this is inert (the default handler stays).
   """
 
-  def __init__(self, signals=(signal.SIGTERM,)):
+  def __init__(self, signals=(signal.SIGTERM, signal.SIGINT)):
     self.signals = tuple(signals)
     self.requested = False
     self.signum: int | None = None
@@ -280,6 +363,8 @@ class StopSignal:
 
   def _handle(self, signum, frame):
     del frame
+    if self.requested and signum == signal.SIGINT:  # a second Ctrl-C: stop now, unsaved
+      raise KeyboardInterrupt
     self.requested = True
     self.signum = signum
 

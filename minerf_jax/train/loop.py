@@ -13,7 +13,10 @@ resumes from a checkpoint ends with bit-identical parameters to one that never s
 
 Per step ``s`` (1-based count of finished steps): train metrics + progress line every
 ``log_every`` (the only host syncs), ``model.evaluate`` every ``eval_every`` and at the end,
-a checkpoint every ``checkpoint.every``, at the end and on SIGTERM (then the loop returns).
+a checkpoint every ``checkpoint.every``, at the end and on SIGTERM or SIGINT (then the loop
+returns). A step whose loss or gradient is non-finite is skipped (``parallel.train_step_fn``);
+``config.max_nonfinite_steps`` consecutive ones stop the run with ``TrainingDiverged`` (found
+at the logging step that fetches them; the last checkpoint stays the one to resume from).
 Models may also offer ``summary_images(params, eval_data) -> {name: [H, W, 3]}``, written to
 TensorBoard at each evaluation.
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from typing import Any, Callable
 
 import jax
@@ -39,6 +43,11 @@ from minerf_jax.train import state as state_lib
 PyTree = Any
 # Metrics reported as counts over a logging interval rather than means.
 COUNT_METRICS = ("skipped_nonfinite",)
+
+
+
+class TrainingDiverged(ValueError):
+  """Too many consecutive non-finite steps (``config.max_nonfinite_steps``); one-line message."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -187,6 +196,32 @@ def interval_metrics(pending: list[dict[str, float]]) -> dict[str, float]:
   return out
 
 
+class NonFiniteRun:
+  """Counts consecutive skipped (non-finite) steps; raises TrainingDiverged at ``limit``."""
+
+  def __init__(self, limit: int, ckpt: checkpoint.Checkpointer):
+    self.limit, self.ckpt = int(limit), ckpt
+    self.count, self.first = 0, None
+
+  def update(self, first_step: int, skipped: list[float]) -> None:
+    """``skipped[i]``: the ``skipped_nonfinite`` metric of step ``first_step + i`` (1-based)."""
+    for i, flag in enumerate(skipped):
+      if flag > 0:
+        self.first = first_step + i if self.count == 0 else self.first
+        self.count += 1
+      else:
+        self.count = 0
+      if 0 < self.limit <= self.count:
+        last = self.ckpt.latest_step()
+        resume = (f"the last checkpoint is {self.ckpt.step_path(last)}" if last is not None
+                  else "no checkpoint was written")
+        raise TrainingDiverged(
+            f"training diverged: steps {self.first}-{first_step + i} ({self.count} in a row) "
+            f"had a non-finite loss or gradient and were skipped "
+            f"(config.max_nonfinite_steps={self.limit}); {resume}; lower "
+            "config.optimizer.lr or add clipping (config.optimizer.grad_clip)")
+
+
 def _stop_requested(stop: checkpoint.StopSignal, step: int, log_every: int) -> bool:
   """Single host: the SIGTERM flag. Multi-host: agreed by all processes at log steps."""
   if jax.process_count() == 1:
@@ -195,6 +230,13 @@ def _stop_requested(stop: checkpoint.StopSignal, step: int, log_every: int) -> b
     return False
   flags = multihost_utils.process_allgather(np.asarray(stop.requested, np.int32))
   return bool(np.any(flags))
+
+
+def _signal_name(signum: int | None) -> str:
+  try:
+    return signal.Signals(signum).name
+  except (TypeError, ValueError):
+    return "signal"
 
 
 def _evaluate(model, data, state, writer: train_logging.MetricWriter, step: int) -> dict:
@@ -306,6 +348,7 @@ def _run(config, model, data, train_step, state, ckpt, writer, stop, schedule, *
          log_every, eval_every) -> state_lib.TrainState:
   """The step loop; returns the canonical (replicated) state."""
   progress = train_logging.ProgressLine(total)
+  nonfinite = NonFiniteRun(config.get("max_nonfinite_steps", 0), ckpt)
   state = train_step.put_state(state)
   pending = []
   done = start
@@ -317,8 +360,9 @@ def _run(config, model, data, train_step, state, ckpt, writer, stop, schedule, *
       jax.block_until_ready(metrics)
       progress.start(done)
     if done % log_every == 0 or done == total:
-      fetched = jax.device_get(pending)  # one host sync per logging interval
-      summary = interval_metrics([train_step.host_metrics(m) for m in fetched])
+      fetched = [train_step.host_metrics(m) for m in jax.device_get(pending)]  # one host sync
+      nonfinite.update(done - len(fetched) + 1, [m.get("skipped_nonfinite", 0.0) for m in fetched])
+      summary = interval_metrics(fetched)
       summary["lr"] = float(schedule(done - 1))
       pending = []
       writer.write_scalars(done, summary, split="train")
@@ -331,7 +375,8 @@ def _run(config, model, data, train_step, state, ckpt, writer, stop, schedule, *
       ckpt.save(done, train_step.get_state(state), config)
       ckpt.wait()
       writer.flush()
-      print(f"stop requested (signal): saved {ckpt.step_path(done)}; resume by re-running",
+      print(f"stop requested ({_signal_name(stop.signum)}): saved {ckpt.step_path(done)}; "
+            "resume by re-running",
             flush=True)
       return train_step.get_state(state)
   state = train_step.get_state(state)
