@@ -206,10 +206,11 @@ def driving_crops(path: str, resolution: int, progress: bool = True, flag: str =
     for i, rgb in enumerate(preprocess.iter_frames(path, fps)):
       if i >= total:
         break
-      crops.append(face.crop(rgb, boxes[i], resolution))
-      k = face.crop_intrinsics(boxes[i], resolution, rgb.shape[:2])
+      box = face.fit_box(boxes[i], rgb.shape[:2])  # inside the frame: no replicated edges
+      crops.append(face.crop(rgb, box, resolution))
+      k = face.crop_intrinsics(box, resolution, rgb.shape[:2])
       if tr.landmarks[i] is not None:   # a frame without a face keeps the last pose
-        pose = face.head_pose(face.to_crop(tr.landmarks[i], boxes[i], resolution), k)
+        pose = face.head_pose(face.to_crop(tr.landmarks[i], box, resolution), k)
       cams["intrinsics"].append(k)
       cams["rotation"].append(None if pose is None else pose[0])
       cams["translation"].append(None if pose is None else pose[1])

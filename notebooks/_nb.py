@@ -2,7 +2,8 @@
 import json
 
 INSTALL = '''
-# Colab only: install the project from your copy of the repository (skipped when installed).
+# Colab: installs the project from your copy of the repository (skipped when installed), then
+# reports the accelerator this notebook runs on.
 REPO_URL = ""  # e.g. the git URL of your minerf_jax clone
 import importlib.util, subprocess, sys
 if importlib.util.find_spec("minerf_jax") is None:
@@ -10,6 +11,9 @@ if importlib.util.find_spec("minerf_jax") is None:
     raise RuntimeError("minerf_jax is not installed: set REPO_URL to your repository's git URL")
   subprocess.run([sys.executable, "-m", "pip", "install", "-q",
                   f"minerf_jax[video,notebooks] @ git+{REPO_URL}"], check=True)
+import jax
+print(f"jax {jax.__version__}: {jax.device_count()} x {jax.devices()[0].device_kind} "
+      f"({jax.default_backend()})")
 '''
 
 

@@ -27,13 +27,14 @@ def main(process_id, num_processes, port, workdir, out_dir):
   os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
   os.environ["JAX_PLATFORMS"] = "cpu"
   os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)  # not the test session's cache
+  # What a user sets on any cluster; loop.train_and_evaluate's initialize_distributed reads it.
+  os.environ.update(JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
+                    JAX_NUM_PROCESSES=str(num_processes), JAX_PROCESS_ID=str(process_id))
   import jax  # pylint: disable=g-import-not-at-top
-  jax.config.update("jax_cpu_collectives_implementation", "gloo")
-  jax.distributed.initialize(f"localhost:{port}", num_processes=num_processes,
-                             process_id=process_id)
   sys.path.insert(0, HERE)
   import _toy  # pylint: disable=g-import-not-at-top
   from minerf_jax.train import loop  # pylint: disable=g-import-not-at-top
+  from minerf_jax.train import parallel  # pylint: disable=g-import-not-at-top
 
   class RecordingData(_toy.ToyData):
     def train_batch(self, step):
@@ -43,6 +44,7 @@ def main(process_id, num_processes, port, workdir, out_dir):
 
   rows = []
   c = config()
+  parallel.initialize_distributed(c.parallel.distributed)   # before process_index() is asked
   data = RecordingData(c, process_index=jax.process_index(), process_count=jax.process_count())
   state = loop.train_and_evaluate(c, workdir, model=_toy.ToyModel(c), data=data)
   np.save(os.path.join(out_dir, f"rows_{process_id}.npy"), np.stack(rows))

@@ -29,7 +29,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # to the same worker, so that the run is trained once.
 _SHARED_RUNS = {"test_launchers.py": "demo_run", "test_lokitalk.py": "demo_run",
                 "test_notebook.py": "demo_run", "test_animate.py": "tpsmm_run",
-                "test_animation.py": "tpsmm_run"}
+                "test_animation.py": "tpsmm_run",
+                "test_notebook_animation.py": "tpsmm_run"}
 
 
 def _scope(nodeid: str) -> str:

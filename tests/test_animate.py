@@ -9,6 +9,8 @@ import jax
 import numpy as np
 import pytest
 
+import _tb
+
 MEDIA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "media")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = [pytest.mark.skipif(not os.path.isdir(MEDIA), reason="../shared/media is absent"),
@@ -179,3 +181,11 @@ def test_render_canonical_head_of_a_head3d_run(head3d_test_run, run_dir, tmp_pat
                                 f"--out_dir={tmp_path}"), "run of 'tpsmm'")
   _assert_one_line_error(render(f"--workdir={head3d_test_run}", "--mode=orbit",
                                 f"--out_dir={tmp_path}"), "--mode=canonical")
+
+
+def test_head3d_run_logs_eval_strips_and_a_video(head3d_test_run):
+  media = _tb.media(head3d_test_run)
+  _, strip = media["eval/reconstruction"]
+  _, video = media["eval/reconstruction_video"]
+  assert strip.shape[1] == 3 * video.shape[1] and video.shape[0] > 1
+  assert video.shape[2] == 3 * video.shape[1]

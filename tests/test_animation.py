@@ -4,6 +4,8 @@ import jax
 import numpy as np
 import pytest
 
+import _tb
+
 from configs import mcnet as mcnet_config
 from configs import mrfa as mrfa_config
 from configs import tpsmm as tpsmm_config
@@ -394,3 +396,13 @@ def test_perceptual_path_of_the_loss_trains_the_generator(pair_data, tmp_path_fa
   assert float(total) > 0 and np.isfinite(float(total))
   for part in ("generator", "dense_motion"):
     assert max(float(np.abs(g).max()) for g in jax.tree.leaves(grads[part])) > 0, part
+
+
+def test_runs_log_eval_strips_and_a_video(tpsmm_test_run):
+  workdir, _ = tpsmm_test_run
+  media = _tb.media(workdir)
+  _, strip = media["eval/reconstruction"]
+  _, video = media["eval/reconstruction_video"]
+  assert strip.shape[0] == 1 and strip.shape[1] == 3 * video.shape[1]   # source/driving/pred
+  assert video.shape[0] > 1 and video.shape[2] == 3 * video.shape[1]
+  assert "eval/cross" in media

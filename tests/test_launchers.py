@@ -10,6 +10,8 @@ import sys
 import numpy as np
 import pytest
 
+import _tb
+
 from conftest import run_module as _run
 from minerf_jax.data import video
 
@@ -163,3 +165,25 @@ def test_lokitalk_run_evaluates_renders_and_talks(demo_run, lokitalk_test_run, t
   with pytest.raises(talking.TalkError, match="identities 0..1"):
     talking.talk(workdir, None, speech, 5, str(tmp_path / "x.mp4"), progress=False)
   assert not os.path.exists(str(tmp_path / "x.mp4"))
+
+
+def _assert_media(workdir, strips, video, video_width):
+  """Eval strips ``{tag: rows}`` and one eval video ``tag`` (frames wide ``video_width``
+  panels) in the run's TensorBoard events, at its last evaluation."""
+  media = _tb.media(workdir)
+  steps = {step for step, _ in media.values()}
+  assert len(steps) == 1, media.keys()
+  for tag, rows in strips.items():
+    _, frames = media[tag]
+    assert frames.shape[0] == 1 and frames.shape[1] % rows == 0, (tag, frames.shape)
+    assert 0 < frames.std()  # not a blank image
+  _, frames = media[video]
+  assert frames.shape[0] > 1 and frames.shape[2] == video_width * frames.shape[1]
+  assert np.abs(np.diff(frames.astype(np.float32), axis=0)).mean() > 0  # it moves
+
+
+def test_nerf_runs_log_eval_strips_and_a_video(demo_run, lokitalk_test_run):
+  _, workdir, _ = demo_run
+  _assert_media(workdir, {"eval/heldout": 2, "eval/transfer": 3, "eval/novel_view": 2},
+                "eval/heldout_video", 2)
+  _assert_media(lokitalk_test_run, {"eval/heldout": 2}, "eval/heldout_video", 2)

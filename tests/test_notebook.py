@@ -7,7 +7,7 @@ import os
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _execute(name: str) -> dict:
+def execute(name: str) -> dict:
   """Runs every code cell of notebooks/NAME top to bottom; returns the notebook's namespace."""
   with open(os.path.join(REPO, "notebooks", name)) as f:
     nb = json.load(f)
@@ -25,7 +25,7 @@ def test_quickstart_notebook_runs(tmp_path, monkeypatch):
   monkeypatch.setenv("MINERF_NOTEBOOK_STEPS", "4")
   monkeypatch.setenv("MINERF_NOTEBOOK_WORKDIR", str(tmp_path / "run"))
   monkeypatch.setenv("MINERF_DATA_DIR", str(tmp_path / "tfds"))
-  namespace = _execute("quickstart.ipynb")
+  namespace = execute("quickstart.ipynb")
   figures = namespace["figures"]
   assert set(figures) == {"heldout", "transfer", "novel_view"}
   for strip in figures.values():
@@ -47,7 +47,7 @@ def test_talk_notebook_runs(tmp_path, monkeypatch, minerf_demo_run, a2e_test_run
   monkeypatch.setenv("MINERF_NOTEBOOK_SECONDS", "1")
   monkeypatch.setenv("MINERF_NOTEBOOK_WORKDIR", str(tmp_path / "run"))
   monkeypatch.setenv("MINERF_DATA_DIR", data_dir)
-  namespace = _execute("talk.ipynb")
+  namespace = execute("talk.ipynb")
   assert namespace["result"]["frames"] == 25
   from minerf_jax.data import video  # pylint: disable=g-import-not-at-top
   clip = video.read_video(namespace["out"])

@@ -150,6 +150,41 @@ def test_single_image_and_no_face():
     face.process_image(np.random.default_rng(0).integers(0, 256, (96, 96, 3), np.uint8))
 
 
+def _repeated_rows(image: np.ndarray) -> int:
+  """How many top rows equal the first one (a replicated-edge streak is many)."""
+  same = np.all(image == image[:1], axis=(1, 2))
+  return int(np.argmin(same)) if not same.all() else len(image)
+
+
+def test_a_head_touching_the_top_edge_is_cropped_without_streaks():
+  """The portrait cut so that the hair touches the top of the frame (and the frame is wide): the
+  crop box (twice the landmark box) runs far past the top. The fitted crop holds only real pixels;
+  the replicating crop of the same box starts with rows that repeat the top row."""
+  rgb = face.load_image(os.path.join(MEDIA, "tpsmm_source.png"))[150:]
+  rgb = np.concatenate([rgb[:, :80][:, ::-1], rgb, rgb[:, -80:][:, ::-1]], axis=1)  # wider
+  with face.FaceMesh() as mesh:
+    lm = mesh.landmarks(rgb)
+    raw = face.landmark_box(lm)
+    assert raw[1] - raw[2] / 2 < -40    # the box starts well above the frame
+    fitted = face.crop_face(rgb, lm, raw, 128, mesh)
+    old = face.crop(rgb, raw, 128, edge="replicate")
+  h, w = rgb.shape[:2]
+  x0, y0, side = face.integer_box(fitted.box)
+  assert 0 <= x0 and 0 <= y0 and x0 + side <= w and y0 + side <= h and side == min(h, w)
+  assert _repeated_rows(old) > 10 and _repeated_rows(fitted.rgb) <= 1
+  # The crop is the frame's own pixels at the fitted box, and the geometry follows that box: the
+  # landmarks, the crop intrinsics and the pose project consistently into the crop.
+  import cv2  # pylint: disable=g-import-not-at-top
+  direct = cv2.resize(rgb[y0:y0 + side, x0:x0 + side], (128, 128), interpolation=cv2.INTER_AREA)
+  np.testing.assert_array_equal(fitted.rgb, direct)
+  lo, hi = fitted.landmarks[:, :2].min(0), fitted.landmarks[:, :2].max(0)
+  assert np.all(lo > 0) and np.all(hi < 128)
+  np.testing.assert_allclose(face.to_crop(lm, fitted.box, 128), fitted.landmarks, rtol=1e-6)
+  assert abs(camera.euler_degrees(fitted.rotation)[0]) < 15
+  with pytest.raises(ValueError, match="edge='pad'"):
+    face.crop(rgb, raw, 128, edge="pad")
+
+
 def test_smooth_boxes_keeps_constants_and_reduces_jitter():
   rng = np.random.default_rng(0)
   boxes = np.tile(np.array([[50.0, 60.0, 40.0]]), (40, 1))

@@ -87,9 +87,12 @@ def _sweep(*args, data_dir):
           *args], dict(os.environ, MINERF_DATA_DIR=str(data_dir))
 
 
-@pytest.mark.slow
-def test_sweep_survives_kill_9_then_finishes_only_what_is_missing_and_collects(tmp_path):
-  root, data_dir = tmp_path / "sweep", tmp_path / "tfds"
+@pytest.fixture(scope="module")
+def finished_sweep(tmp_path_factory):
+  """The ':test' sweep of configs/minerf.py, killed with SIGKILL once its first point is done,
+  then re-run to the end: (root, data_dir, killed run's output, re-run)."""
+  root = tmp_path_factory.mktemp("sweep") / "root"
+  data_dir = root.parent / "tfds"
   cmd, env = _sweep(f"--root={root}", data_dir=data_dir)
   proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
@@ -101,15 +104,20 @@ def test_sweep_survives_kill_9_then_finishes_only_what_is_missing_and_collects(t
   proc.send_signal(signal.SIGKILL)
   out = proc.communicate()[0]
   assert proc.returncode == -signal.SIGKILL
-  assert "hadamard_seed-0: done" in out
-  second = root / "hadamard_seed-1"
   # The running point got SIGTERM from the kernel when the sweep died and stopped by itself.
+  second = root / "hadamard_seed-1"
   deadline = time.time() + 120
   while time.time() < deadline and "process ended" not in _state(second):
     time.sleep(0.5)
   assert "process ended" in _state(second)
-
   rerun = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+  return root, data_dir, out, rerun
+
+
+@pytest.mark.slow
+def test_sweep_survives_kill_9_then_finishes_only_what_is_missing_and_collects(finished_sweep):
+  root, data_dir, out, rerun = finished_sweep
+  assert "hadamard_seed-0: done" in out
   assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
   assert "[1/4] hadamard_seed-0: finished before, skipped" in rerun.stdout
   assert "sweep test: 3 trained, 1 finished before, 0 failed" in rerun.stdout
@@ -119,13 +127,29 @@ def test_sweep_survives_kill_9_then_finishes_only_what_is_missing_and_collects(t
   assert config["model"]["fusion"] == "concat" and config["seed"] == 1
 
   collect = subprocess.run([sys.executable, "-m", "launch.sweep", f"--root={root}", "--collect",
-                            "--metrics=heldout/psnr,transfer/psnr"], cwd=REPO, env=env,
+                            "--metrics=heldout/psnr,transfer/psnr"], cwd=REPO,
                            capture_output=True, text=True, timeout=300)
   assert collect.returncode == 0, collect.stderr[-3000:]
   lines = collect.stdout.splitlines()
   assert lines[0] == "| metric | hadamard | concat |"
   assert lines[2].startswith("| heldout/psnr | ") and lines[2].count("(2)") == 2
   assert (root / "curves.png").exists() and (root / "collect.csv").exists()
+
+
+@pytest.mark.slow
+def test_sweeps_notebook_runs(finished_sweep, monkeypatch):
+  root, data_dir, _, _ = finished_sweep
+  from test_notebook import execute  # pylint: disable=g-import-not-at-top
+  monkeypatch.setenv("MPLBACKEND", "Agg")
+  monkeypatch.setenv("MINERF_DATA_DIR", str(data_dir))
+  monkeypatch.setenv("MINERF_NOTEBOOK_CONFIG", "configs/minerf.py:test")
+  monkeypatch.setenv("MINERF_NOTEBOOK_SWEEP", "test")
+  monkeypatch.setenv("MINERF_NOTEBOOK_ROOT", str(root))
+  monkeypatch.setenv("MINERF_NOTEBOOK_OVERRIDES", "")
+  namespace = execute("sweeps.ipynb")
+  assert "4 finished before" in namespace["run"].stdout   # nothing retrained
+  assert namespace["table"].splitlines()[0] == "| metric | hadamard | concat |"
+  assert namespace["curves"].ndim == 3
 
 
 def _state(workdir) -> str:

@@ -1,14 +1,11 @@
 """Training machinery (minerf_jax/train, launch/train.py) on a toy model and toy data."""
-import glob
 import json
 import os
 import re
 import shutil
 import signal
-import struct
 import subprocess
 import sys
-import zlib
 
 import flax.linen as nn
 import jax
@@ -17,6 +14,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+import _tb
 import _toy
 from minerf_jax.train import checkpoint
 from minerf_jax.train import logging as train_logging
@@ -196,6 +194,14 @@ def test_common_config_is_locked_against_typos():
   with pytest.raises(TypeError):
     config.total_steps = "many"
   assert config.init_from == "" and config.parallel.strategy == "jit"
+
+
+def test_distributed_args_from_the_environment():
+  assert parallel.distributed_args({}) == {}
+  assert parallel.distributed_args({"JAX_NUM_PROCESSES": "4", "JAX_PROCESS_ID": "0"}) == {
+      "num_processes": 4, "process_id": 0}
+  with pytest.raises(ValueError, match=r"\$JAX_PROCESS_ID='one' must be an integer"):
+    parallel.distributed_args({"JAX_PROCESS_ID": "one"})
 
 
 def test_initialize_distributed_is_a_noop_single_host():
@@ -491,35 +497,6 @@ def test_interval_metrics_average_finite_values_and_count_skips():
   assert np.isnan(loop.interval_metrics(pending[1:2])["loss"])
 
 
-def _read_events(logdir):
-  from tensorboardX.proto import event_pb2
-  events = []
-  for path in sorted(glob.glob(os.path.join(logdir, "events.out.tfevents.*"))):
-    data = open(path, "rb").read()
-    pos = 0
-    while pos < len(data):
-      (length,) = struct.unpack("<Q", data[pos:pos + 8])
-      events.append(event_pb2.Event.FromString(data[pos + 12:pos + 12 + length]))
-      pos += 12 + length + 4
-  return events
-
-
-def _decode_png(png: bytes) -> np.ndarray:
-  assert png[:8] == b"\x89PNG\r\n\x1a\n"
-  pos, chunks = 8, {}
-  while pos < len(png):
-    (length,) = struct.unpack(">I", png[pos:pos + 4])
-    tag, body = png[pos + 4:pos + 8], png[pos + 8:pos + 8 + length]
-    assert struct.unpack(">I", png[pos + 8 + length:pos + 12 + length])[0] == zlib.crc32(tag + body)
-    chunks[tag] = chunks.get(tag, b"") + body
-    pos += 12 + length
-  w, h, depth, color = struct.unpack(">IIBB", chunks[b"IHDR"][:10])
-  assert depth == 8 and color == 2
-  rows = np.frombuffer(zlib.decompress(chunks[b"IDAT"]), np.uint8).reshape(h, 1 + w * 3)
-  assert not rows[:, 0].any()
-  return rows[:, 1:].reshape(h, w, 3)
-
-
 def test_metrics_jsonl_tensorboard_and_progress(tmp_path, capsys):
   config = make_config(**{"total_steps": 5, "log_every": 2, "eval_every": 2})
   train(config, tmp_path, nan_steps={2})
@@ -537,14 +514,14 @@ def test_metrics_jsonl_tensorboard_and_progress(tmp_path, capsys):
   written = json.load(open(tmp_path / "config.json"))
   assert written["total_steps"] == 5 and written["model"]["name"] == "toy_mlp"
 
-  events = _read_events(tmp_path / "tensorboard")
+  events = _tb.read_events(tmp_path / "tensorboard")
   scalars = {(v.tag, e.step): v.simple_value for e in events for v in e.summary.value
              if v.HasField("simple_value")}
   assert scalars[("train/mse", 4)] == pytest.approx(train_records[1]["mse"], rel=1e-6)
   assert scalars[("eval/psnr", 5)] == pytest.approx(eval_records[-1]["psnr"], rel=1e-6)
   images = [(e.step, v.image) for e in events for v in e.summary.value if v.HasField("image")]
   assert [(s, i.height, i.width) for s, i in images] == [(2, 4, 4), (4, 4, 4), (5, 4, 4)]
-  assert _decode_png(images[-1][1].encoded_image_string).shape == (4, 4, 3)
+  assert _tb.decode_png(images[-1][1].encoded_image_string).shape == (4, 4, 3)
 
   lines = [l for l in out.splitlines() if l.startswith("step ")]
   assert len(lines) == 3
@@ -557,9 +534,20 @@ def test_metrics_jsonl_tensorboard_and_progress(tmp_path, capsys):
 
 def test_png_encoder_round_trips():
   image = np.random.default_rng(0).integers(0, 256, size=(5, 7, 3)).astype(np.uint8)
-  np.testing.assert_array_equal(_decode_png(train_logging.encode_png(image)), image)
+  np.testing.assert_array_equal(_tb.decode_png(train_logging.encode_png(image)), image)
   summary = train_logging.image_summary("eval/x", image.astype(np.float32) / 255.0)
-  np.testing.assert_array_equal(_decode_png(summary.value[0].image.encoded_image_string), image)
+  np.testing.assert_array_equal(_tb.decode_png(summary.value[0].image.encoded_image_string), image)
+
+
+def test_apng_video_summary_round_trips():
+  video = np.random.default_rng(1).integers(0, 256, size=(4, 5, 7, 3)).astype(np.uint8)
+  frames, delay = _tb.decode_apng(train_logging.encode_apng(video, fps=10))
+  np.testing.assert_array_equal(frames, video)
+  assert delay == 100
+  summary = train_logging.image_summary("eval/v", video.astype(np.float32) / 255.0)
+  image = summary.value[0].image
+  assert (image.height, image.width) == (5, 7)
+  np.testing.assert_array_equal(_tb.decode_apng(image.encoded_image_string)[0], video)
 
 
 def test_progress_line_format_and_rate_excludes_compile():

@@ -18,6 +18,13 @@ Conventions (shared with the synthetic dataset and the NeRF renderer)
     centimetres, y up, z to the viewer) flipped to y down / z forward and scaled to decimetres,
     so the face looks towards -z and its half-width is ~0.78, the scale of the synthetic heads.
     ``X_cam = R X_head + t``.
+  * Crops near the frame edge (``EDGE``): the square crop box (twice the landmark box) is moved
+    inside the frame, and shrunk to the frame's shorter side only when it is larger than that,
+    so a head near the top or side of a video never gets edge pixels replicated into streaks
+    that every model would then learn. The box actually used is the one recorded (metadata) and
+    the one the crop intrinsics come from, so camera geometry stays exact. Ours; the reference
+    preprocessing scripts crop with a padded border. ``edge='replicate'`` keeps the earlier
+    crops (edge pixels repeated) for comparison.
   * Head pose is a PnP fit of the canonical model to the 2-D landmarks of the rigid part of the
     face (forehead, nose, eye corners, cheekbones, temples): the mouth, jaw, lids and brows move
     with expression and would bias the pose.
@@ -42,6 +49,7 @@ CENTIMETRES_PER_UNIT = 10.0  # head coordinates are in decimetres
 FOCAL_SCALE = 1.6            # assumed source-camera focal length / max(H, W)
 CROP_SCALE = 2.0             # crop side / size of the landmark box (room for hair and neck)
 CROP_SHIFT = 0.08            # crop centre moved up by this fraction of the landmark box side
+EDGE_MODES = ("fit", "replicate")  # crop box near the frame edge (module docstring)
 MASK_NAMES = ("face", "lips", "eyes", "torso_neck")  # same channels as synthetic_talking_heads
 # Head box for the radiance field, head coordinates (dm): the canonical face spans
 # x in [-0.78, 0.78], y in [-0.83, 0.94] (forehead to chin), z in [-0.76, 0.24]; the box adds
@@ -143,9 +151,24 @@ def integer_box(box: np.ndarray) -> tuple[int, int, int]:
   return int(round(float(box[0]) - side / 2)), int(round(float(box[1]) - side / 2)), side
 
 
-def crop(rgb: np.ndarray, box: np.ndarray, resolution: int) -> np.ndarray:
-  """uint8 [R, R, 3] square crop of ``rgb`` at ``box`` (edge pixels repeat outside the image)."""
+def fit_box(box: np.ndarray, image_hw: tuple[int, int]) -> np.ndarray:
+  """A (cx, cy, side) box moved inside an ``image_hw`` frame, its side shrunk to the frame's
+  shorter side when larger and made whole (so ``integer_box`` of it lies inside the frame)."""
+  h, w = int(image_hw[0]), int(image_hw[1])
+  side = float(min(max(int(round(float(box[2]))), 2), h, w))
+  cx = float(np.clip(float(box[0]), side / 2, w - side / 2))
+  cy = float(np.clip(float(box[1]), side / 2, h - side / 2))
+  return np.asarray([cx, cy, side], np.float32)
+
+
+def crop(rgb: np.ndarray, box: np.ndarray, resolution: int, edge: str = "fit") -> np.ndarray:
+  """uint8 [R, R, 3] square crop of ``rgb`` at ``box``: ``edge='fit'`` first moves the box inside
+  the image (``fit_box``); ``'replicate'`` repeats edge pixels where it runs outside."""
   import cv2  # pylint: disable=g-import-not-at-top
+  if edge not in EDGE_MODES:
+    raise ValueError(f"edge={edge!r}; use one of {EDGE_MODES}")
+  if edge == "fit":
+    box = fit_box(box, rgb.shape[:2])
   x0, y0, side = integer_box(box)
   h, w = rgb.shape[:2]
   pad = max(0, -x0, -y0, x0 + side - w, y0 + side - h)
@@ -319,9 +342,12 @@ class FaceCrop:
 
 
 def crop_face(rgb: np.ndarray, landmarks: np.ndarray, box: np.ndarray, resolution: int,
-              mesh: FaceMesh, focal_scale: float = FOCAL_SCALE) -> FaceCrop:
-  """Everything about one face given its source-image landmarks and (smoothed) crop box."""
-  patch = crop(rgb, box, resolution)
+              mesh: FaceMesh, focal_scale: float = FOCAL_SCALE, edge: str = "fit") -> FaceCrop:
+  """Everything about one face given its source-image landmarks and (smoothed) crop box (moved
+  inside the frame first with ``edge='fit'``; ``FaceCrop.box`` is the box used)."""
+  if edge == "fit":
+    box = fit_box(box, rgb.shape[:2])
+  patch = crop(rgb, box, resolution, edge)
   lm = to_crop(landmarks, box, resolution)
   k = crop_intrinsics(box, resolution, rgb.shape[:2], focal_scale)
   rot, t = head_pose(lm, k)

@@ -32,7 +32,8 @@ import numpy as np
 from minerf_jax.audio import features as audio_lib
 from minerf_jax.data import face
 
-PREPROCESS_VERSION = "4"   # 4: stereo audio is the mean of its channels
+PREPROCESS_VERSION = "5"   # 4: stereo audio is the mean of its channels; 5: crop boxes fitted
+                           # inside the frame (face.fit_box), no replicated edge pixels
 SAMPLE_RATE = 16000
 AUDIO_WINDOW, N_MELS = 16, 40
 CUT_THRESHOLD = 0.2      # within-shot distances on the media clips stay <= 0.06; a cut between

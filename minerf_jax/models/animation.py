@@ -72,6 +72,7 @@ from minerf_jax.motion import raft_flow
 from minerf_jax.motion import tps as tps_lib
 from minerf_jax.motion import transfer
 from minerf_jax.motion import warp
+from minerf_jax.models import summaries
 
 SYSTEMS = ("tpsmm", "mcnet", "mrfa")
 # config.model.prior: the keypoints and dense motion. 'tps': TPSMM's K thin-plate splines of 5
@@ -566,6 +567,21 @@ class AnimationModel:
               for name in ("cross_truth", "novel") if name in eval_data}
     return protocol_metrics(ec, (np.concatenate(preds), np.concatenate(targets)), cross, truths,
                             cross_relative=cross_relative)
+
+  def summary_images(self, params, eval_data: dict, batch_stats=None) -> dict:
+    """TensorBoard media (``summaries.pair_summaries``): the first held-out clip animated from
+    its first frame (video and strip) and the cross-identity pairs."""
+    chunk = int(self.config.eval.chunk)
+
+    def animate(clip, n):
+      source = clip["source"].astype(np.float32) / 255.0
+      driving = clip["driving"][:n].astype(np.float32) / 255.0
+      return source, driving, self.animate(params, source, driving, relative=False,
+                                           batch_stats=batch_stats, chunk=chunk)
+
+    return summaries.pair_summaries(
+        animate, lambda b: self._pairs(params, batch_stats, b["source"], b["driving"], chunk),
+        eval_data)
 
   def predict_relative(self, params, batch: dict, batch_stats=None) -> np.ndarray:
     """Relative motion for (source, driving, driving_initial) triples ``[B, S, S, 3]`` in [0, 1]:

@@ -50,6 +50,7 @@ from minerf_jax.head3d import canonical as canonical_lib
 from minerf_jax.head3d import fuse
 from minerf_jax.head3d import geometry as geometry_lib
 from minerf_jax.models import animation
+from minerf_jax.models import summaries
 from minerf_jax.motion import generator as generator_lib
 
 POSE_SOURCES = ("learned", "landmarks")
@@ -396,6 +397,21 @@ class Head3D:
     return animation.in_chunks(
         lambda *values: self.predict(params, dict(zip(keys, values)), batch_stats)["prediction"],
         [items[k] for k in keys], chunk)
+
+  def summary_images(self, params, eval_data: dict, batch_stats=None) -> dict:
+    """TensorBoard media (``summaries.pair_summaries``): the first held-out clip driven from its
+    subject frames (subject frame 0, driving, prediction; video and strip) and the
+    cross-identity items."""
+    chunk = int(self.config.eval.chunk)
+
+    def animate(clip, n):
+      subject = {k: v for k, v in clip.items() if k.startswith("subject")}
+      driving = {k: np.asarray(v)[:n] for k, v in clip.items() if k.startswith("driving")}
+      pred = self.animate(params, subject, driving, batch_stats=batch_stats, chunk=chunk)
+      return clip["subject"][0], driving["driving"], pred
+
+    return summaries.pair_summaries(
+        animate, lambda b: self._items(params, batch_stats, b, chunk), eval_data)
 
   def evaluate(self, params, eval_data: dict, batch_stats=None) -> dict[str, float]:
     """The animation models' protocols (``animation.protocol_metrics``) with subject frames:

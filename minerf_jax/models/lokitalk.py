@@ -78,6 +78,7 @@ from minerf_jax.nerf import deform
 from minerf_jax.nerf import encoding as encoding_lib
 from minerf_jax.nerf import field as field_lib
 from minerf_jax.nerf import render
+from minerf_jax.models import summaries
 
 # Parameter collections that belong to one identity (trained when adapting a frozen base).
 IDENTITY_SPECIFIC = ("identity_codes", "frame_latents", "background")
@@ -430,6 +431,10 @@ class LokiTalk:
       if name == "heldout" and len(frames) > 1:
         results.update({f"{name}/{k}": v for k, v in self.locality(params, frames, base=pred).items()})
     return results
+
+  def summary_images(self, params, eval_data: dict[str, pipeline.FrameSet]) -> dict:
+    """TensorBoard strips of every evaluation set and a held-out video (``summaries``)."""
+    return summaries.nerf_summaries(lambda f: self.render_frames(params, f)["rgb"], eval_data)
 
   def locality(self, params, frames: pipeline.FrameSet, margin: int | None = None,
                base: np.ndarray | None = None) -> dict[str, float]:

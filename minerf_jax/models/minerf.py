@@ -45,6 +45,7 @@ from minerf_jax.nerf import encoding as encoding_lib
 from minerf_jax.nerf import field as field_lib
 from minerf_jax.nerf import fusion as fusion_lib
 from minerf_jax.nerf import render
+from minerf_jax.models import summaries
 
 # Parameter collections that belong to one identity (trained when personalising a frozen base).
 IDENTITY_SPECIFIC = ("identity_codes", "frame_latents", "background")
@@ -276,6 +277,10 @@ class MINeRF:
               metrics.mse_to_psnr(np.mean((pred[sel] - frames.rgb[sel]) ** 2)))
           results[f"{name}/ssim_id{identity}"] = float(ssim[sel].mean())
     return results
+
+  def summary_images(self, params, eval_data: dict[str, pipeline.FrameSet]) -> dict:
+    """TensorBoard strips of every evaluation set and a held-out video (``summaries``)."""
+    return summaries.nerf_summaries(lambda f: self.render_frames(params, f)["rgb"], eval_data)
 
   def initialize_from_data(self, params, data):
     """Starts the background from the data's per-identity background estimate (a static camera

@@ -3,8 +3,10 @@
 ``WORKDIR/metrics.jsonl`` holds one JSON object per line: ``{"step": 120, "split": "train",
 "loss": 0.0123, ...}`` (non-finite values as the strings "nan"/"inf"). TensorBoard events go to
 ``WORKDIR/tensorboard`` with tags ``<split>/<name>``; images are PNG-encoded here (zlib) because
-tensorboardX's own ``add_image`` needs Pillow, which the project does not depend on. In
-multi-host jobs only process 0 writes.
+tensorboardX's own ``add_image`` needs Pillow, which the project does not depend on. Short
+videos are animated PNGs (APNG) in an image summary: TensorBoard's image dashboard serves them as
+PNG and browsers play them (its video support needs moviepy). In multi-host jobs only process 0
+writes.
 
 A resumed run re-does the steps after its last checkpoint; ``MetricWriter(purge_step=s)`` drops
 what an earlier attempt logged at steps >= s, so the logs read as one uninterrupted run.
@@ -58,33 +60,65 @@ def _purge_jsonl(path: str, purge_step: int) -> None:
   os.replace(tmp, path)
 
 
+def _png_chunk(tag: bytes, data: bytes) -> bytes:
+  return (struct.pack(">I", len(data)) + tag + data
+          + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF))
+
+
+def _png_rows(image: np.ndarray) -> bytes:
+  """zlib stream of unfiltered rows of a ``[H, W, C]`` uint8 image."""
+  return zlib.compress(b"".join(b"\x00" + row.tobytes() for row in image), 6)
+
+
+def _png_header(h: int, w: int, c: int) -> bytes:
+  return _png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, {1: 0, 3: 2, 4: 6}[c], 0, 0, 0))
+
+
 def encode_png(image: np.ndarray) -> bytes:
   """``[H, W, C]`` uint8 (C = 1, 3 or 4) -> PNG bytes (8-bit, unfiltered rows, zlib)."""
   image = np.ascontiguousarray(image, np.uint8)
   h, w, c = image.shape
-  color_type = {1: 0, 3: 2, 4: 6}[c]
-  raw = b"".join(b"\x00" + image[y].tobytes() for y in range(h))
-
-  def chunk(tag: bytes, data: bytes) -> bytes:
-    return (struct.pack(">I", len(data)) + tag + data
-            + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF))
-
-  header = struct.pack(">IIBBBBB", w, h, 8, color_type, 0, 0, 0)
-  return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 6))
-          + chunk(b"IEND", b""))
+  return (b"\x89PNG\r\n\x1a\n" + _png_header(h, w, c)
+          + _png_chunk(b"IDAT", _png_rows(image)) + _png_chunk(b"IEND", b""))
 
 
-def image_summary(tag: str, image: np.ndarray):
-  """A TensorBoard ``Summary`` holding one ``[H, W, C]`` float image in [0, 1] (clipped)."""
+def encode_apng(frames: np.ndarray, fps: float = 8.0) -> bytes:
+  """``[T, H, W, C]`` uint8 -> animated PNG bytes, looping, ``fps`` frames per second. A viewer
+  without APNG support shows the first frame."""
+  frames = np.ascontiguousarray(frames, np.uint8)
+  t, h, w, c = frames.shape
+  delay = max(1, int(round(1000 / fps)))  # milliseconds (delay_num / delay_den=1000)
+  out = [b"\x89PNG\r\n\x1a\n", _png_header(h, w, c),
+         _png_chunk(b"acTL", struct.pack(">II", t, 0))]
+  sequence = 0
+  for i, frame in enumerate(frames):
+    out.append(_png_chunk(b"fcTL", struct.pack(">IIIIIHHBB", sequence, w, h, 0, 0, delay, 1000,
+                                               0, 0)))
+    sequence += 1
+    data = _png_rows(frame)
+    if i == 0:
+      out.append(_png_chunk(b"IDAT", data))
+    else:
+      out.append(_png_chunk(b"fdAT", struct.pack(">I", sequence) + data))
+      sequence += 1
+  out.append(_png_chunk(b"IEND", b""))
+  return b"".join(out)
+
+
+def image_summary(tag: str, image: np.ndarray, fps: float = 8.0):
+  """A TensorBoard ``Summary`` holding one ``[H, W, C]`` float image in [0, 1] (clipped), or a
+  ``[T, H, W, C]`` video as an animated PNG."""
   from tensorboardX.proto import summary_pb2  # pylint: disable=g-import-not-at-top
   image = np.asarray(image, np.float32)
-  if image.ndim != 3 or image.shape[-1] not in (1, 3, 4):
-    raise ValueError(f"image {tag!r} has shape {image.shape}; expected [H, W, 1|3|4]")
+  if image.ndim not in (3, 4) or image.shape[-1] not in (1, 3, 4):
+    raise ValueError(f"image {tag!r} has shape {image.shape}; expected [H, W, 1|3|4] or a video "
+                     "[T, H, W, 1|3|4]")
   pixels = np.round(np.clip(np.nan_to_num(image), 0.0, 1.0) * 255).astype(np.uint8)
-  h, w, c = pixels.shape
+  h, w, c = pixels.shape[-3:]
+  encoded = encode_png(pixels) if pixels.ndim == 3 else encode_apng(pixels, fps)
   return summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, image=(
       summary_pb2.Summary.Image(height=h, width=w, colorspace=c,
-                                encoded_image_string=encode_png(pixels))))])
+                                encoded_image_string=encoded)))])
 
 
 def _to_float(value: Any) -> float:
@@ -122,7 +156,8 @@ class MetricWriter:
       self._tb.add_scalar(f"{split}/{name}", value, int(step))
 
   def write_images(self, step: int, images: Mapping[str, Any], split: str = "eval") -> None:
-    """``name -> [H, W, 3]`` float images in [0, 1] (clipped) as TensorBoard images."""
+    """``name -> [H, W, 3]`` float images in [0, 1] (clipped) as TensorBoard images, and
+    ``name -> [T, H, W, 3]`` videos as animated PNGs (module docstring)."""
     if not self.enabled:
       return
     for name, image in images.items():

@@ -64,6 +64,8 @@ def initialize_distributed(mode: str = "auto", environ: Mapping[str, str] | None
   ``mode``: 'on' always initialises (cluster auto-detection or ``JAX_COORDINATOR_ADDRESS`` etc.),
   'off' never, 'auto' when the environment names a coordinator or a multi-task SLURM / Open MPI /
   multi-worker TPU job. Single-host runs are a no-op. Must run before anything touches a device.
+  ``JAX_COORDINATOR_ADDRESS`` + ``JAX_NUM_PROCESSES`` + ``JAX_PROCESS_ID`` start a job on any
+  machines (tests/_multihost.py uses them on localhost).
   """
   if mode not in ("auto", "on", "off"):
     raise ValueError(f"config.parallel.distributed={mode!r}; use 'auto', 'on' or 'off'")
@@ -71,9 +73,23 @@ def initialize_distributed(mode: str = "auto", environ: Mapping[str, str] | None
     return True
   environ = os.environ if environ is None else environ
   if mode == "on" or (mode == "auto" and _multihost_env(environ)):
-    jax.distributed.initialize()
+    jax.distributed.initialize(**distributed_args(environ))
     return True
   return False
+
+
+def distributed_args(environ: Mapping[str, str]) -> dict:
+  """``jax.distributed.initialize`` arguments from ``JAX_NUM_PROCESSES`` / ``JAX_PROCESS_ID``
+  (JAX itself reads only ``JAX_COORDINATOR_ADDRESS``; SLURM, Open MPI and TPU pods are detected
+  without them)."""
+  args = {}
+  for name, key in (("num_processes", "JAX_NUM_PROCESSES"), ("process_id", "JAX_PROCESS_ID")):
+    if environ.get(key, "") != "":
+      try:
+        args[name] = int(environ[key])
+      except ValueError:
+        raise ValueError(f"${key}={environ[key]!r} must be an integer") from None
+  return args
 
 
 def make_mesh(devices=None) -> jax.sharding.Mesh:
