@@ -33,9 +33,9 @@ assert run.returncode == 0, "the sweep failed; see the lines above"
 """)
 nb.code("""
 import matplotlib.pyplot as plt
-from launch import sweep
-summary = sweep.collect(ROOT, METRICS)   # also writes ROOT/collect.json, collect.csv
-table = sweep.markdown_table(summary)
+from launch import sweeps
+summary = sweeps.collect(ROOT, METRICS)   # also writes ROOT/collect.json, collect.csv
+table = sweeps.markdown_table(summary)
 print(table)
 curves = plt.imread(summary["png"])
 plt.figure(figsize=(curves.shape[1] / 80, curves.shape[0] / 80))

@@ -24,7 +24,8 @@ def config():
 
 
 def main(process_id, num_processes, port, workdir, out_dir):
-  os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+  os.environ["XLA_FLAGS"] = ("--xla_force_host_platform_device_count=4 "
+                             "--xla_backend_optimization_level=1")   # as tests/conftest.py
   os.environ["JAX_PLATFORMS"] = "cpu"
   os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)  # not the test session's cache
   # What a user sets on any cluster; loop.train_and_evaluate's initialize_distributed reads it.

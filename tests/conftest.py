@@ -1,4 +1,5 @@
-"""Test setup: 8 virtual CPU devices, set before JAX initialises its backends; a persistent XLA
+"""Test setup: 8 virtual CPU devices and LLVM optimisation level 1 (below), set before JAX
+initialises its backends; a persistent XLA
 compilation cache shared by every test and launcher subprocess of the session (many tests
 build the same tiny programs: with the cache each compiles once; the directory is new for every
 session and removed at its end, so no result depends on an earlier run)."""
@@ -8,8 +9,14 @@ import subprocess
 import sys
 import tempfile
 
+# The suite is dominated by XLA compiles of tiny programs. LLVM optimisation level 1 compiles
+# faster at the same speed and numbers (idle 2-core CPU, MRFA ':test': init 20.8 s -> 9.0 s, the
+# train step's compile 41.8 s -> 40.9 s, a step 32 ms -> 27 ms, the loss equal to 7 digits);
+# level 0 compiles faster still (6.6 s, 30.2 s) but runs steps 2x slower and moves training
+# trajectories (a head3d test's pose error 1.4 -> 2.2 deg).
 os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+    + " --xla_backend_optimization_level=1").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 _CACHE = None
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:

@@ -15,7 +15,7 @@ from configs import lokitalk
 from configs import mcnet
 from configs import minerf
 from configs import mrfa
-from launch import sweep
+from launch import sweeps
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -57,7 +57,7 @@ def test_shipped_sweeps_build_and_apply_to_their_configs():
 
 def test_collect_means_stds_csv_and_png(tmp_path):
   points = hyper.product(hyper.sweep("model.fusion", ("a", "b")), hyper.seeds(2))
-  (tmp_path / sweep.DEFINITION).write_text(json.dumps(
+  (tmp_path / sweeps.DEFINITION).write_text(json.dumps(
       {"config": "configs/x.py", "sweep": "s", "base_overrides": [], "points": points}))
   values = {"fusion-a_seed-0": 10.0, "fusion-a_seed-1": 12.0, "fusion-b_seed-0": 20.0}
   for point in points:
@@ -65,16 +65,16 @@ def test_collect_means_stds_csv_and_png(tmp_path):
     run.mkdir()
     if point["_name"] not in values:
       continue  # the failed point
-    (run / sweep.POINT_STATUS).write_text(json.dumps({"status": "done"}))
+    (run / sweeps.POINT_STATUS).write_text(json.dumps({"status": "done"}))
     with open(run / "metrics.jsonl", "w") as f:
       for step in (1, 2):
         f.write(json.dumps({"split": "train", "step": step, "loss": 1.0 / step}) + "\n")
       f.write(json.dumps({"split": "eval", "step": 2, "psnr": values[point["_name"]]}) + "\n")
-  summary = sweep.collect(str(tmp_path))
+  summary = sweeps.collect(str(tmp_path))
   a = summary["groups"]["fusion-a"]["metrics"]["psnr"]
   assert (a["mean"], a["n"]) == (11.0, 2) and a["std"] == pytest.approx(2 ** 0.5)
   assert summary["groups"]["fusion-b"]["metrics"]["psnr"]["values"] == [20.0]
-  table = sweep.markdown_table(summary)
+  table = sweeps.markdown_table(summary)
   assert "| psnr | 11 +- 1.4 (2) | 20 +- 0 (1) |" in table
   assert "| points done | 2/2 | 1/2 |" in table
   csv_lines = (tmp_path / "collect.csv").read_text().splitlines()
@@ -96,7 +96,7 @@ def finished_sweep(tmp_path_factory):
   cmd, env = _sweep(f"--root={root}", data_dir=data_dir)
   proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
-  first = root / "hadamard_seed-0" / sweep.POINT_STATUS
+  first = root / "hadamard_seed-0" / sweeps.POINT_STATUS
   deadline = time.time() + 600
   while not first.exists() and proc.poll() is None and time.time() < deadline:
     time.sleep(0.5)
@@ -122,7 +122,7 @@ def test_sweep_survives_kill_9_then_finishes_only_what_is_missing_and_collects(f
   assert "[1/4] hadamard_seed-0: finished before, skipped" in rerun.stdout
   assert "sweep test: 3 trained, 1 finished before, 0 failed" in rerun.stdout
   for name in ("hadamard_seed-0", "hadamard_seed-1", "concat_seed-0", "concat_seed-1"):
-    assert json.loads((root / name / sweep.POINT_STATUS).read_text())["status"] == "done"
+    assert json.loads((root / name / sweeps.POINT_STATUS).read_text())["status"] == "done"
   config = json.loads((root / "concat_seed-1" / "config.json").read_text())
   assert config["model"]["fusion"] == "concat" and config["seed"] == 1
 
@@ -154,7 +154,7 @@ def test_sweeps_notebook_runs(finished_sweep, monkeypatch):
 
 def _state(workdir) -> str:
   """'process ended' once no process holds the point's train.log open (its run stopped)."""
-  log = os.path.realpath(workdir / sweep.LOG)
+  log = os.path.realpath(workdir / sweeps.LOG)
   for pid in filter(str.isdigit, os.listdir("/proc")):
     try:
       fds = os.listdir(f"/proc/{pid}/fd")

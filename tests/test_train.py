@@ -615,6 +615,8 @@ def test_launcher_override_reaches_config_json_and_mismatch_exits_in_one_line(tm
   assert written["optimizer"]["lr"] == 0.02 and written["total_steps"] == 2
   assert "step 2/2  loss" in result.stdout
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2"]
+  # Quiet by default: no library INFO log lines (absl's "I1205 ..." prefix; Orbax logs many).
+  assert not re.search(r"^I\d{4} ", result.stderr, re.M), result.stderr[-2000:]
 
   result = _launch([f"--workdir={tmp_path}", "--config.model.width=16"], toy_data=True)
   assert result.returncode == 1
