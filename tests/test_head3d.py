@@ -466,25 +466,32 @@ def test_evaluate_reports_image_metrics_and_geometry_errors(head3d_setup, overfi
 
 def test_eight_devices_update_equals_one_device(head3d_setup):
   """One step on 8 devices vs 1: the losses agree to rounding, the gradient norms to 1% and
-  the updates as vectors. Not element-wise: Adam's first step is ~lr * g / (|g| + eps), and entries whose
-  gradient is ~0 (L1 terms where prediction and target agree to rounding) move either way (eps
-  1e-3 damps them; < 6% of the update's norm asserted, a gradient reduced over the wrong
-  devices would miss by far more)."""
+  the updates as vectors. Adam's first step is lr * g / (|g| + eps): with the overfitting
+  schedule's eps (1e-3) entries whose gradient is ~0 (L1 terms where prediction and target agree
+  to rounding) move by up to lr either way, so the update's difference measured the rounding of
+  the codegen (under 6% of its norm at LLVM -O2, 9% at -O1, 13% at -O0) more than the
+  all-reduce. With eps 1 the step is ~lr * g, and the updates compare the gradients."""
   config, data, model, _ = head3d_setup
   config = _one_step_config(config)
+  config.optimizer.eps = 1.0
   batch = data.train_batch(3)
   one, m1, params0 = _train(model, config, data, batch, 1, jax.devices()[:1])
   eight, m8, _ = _train(model, config, data, batch, 1, jax.devices())
   flat = lambda tree: np.concatenate([np.asarray(x, np.float64).ravel()
                                       for x in jax.tree.leaves(tree)])
   u1, u8 = flat(one.params) - flat(params0), flat(eight.params) - flat(params0)
-  assert np.abs(u1).max() > 1e-3
-  assert np.linalg.norm(u8 - u1) / np.linalg.norm(u1) < 0.06
-  assert u1 @ u8 / (np.linalg.norm(u1) * np.linalg.norm(u8)) > 0.998
-  np.testing.assert_allclose(m8["loss"], m1["loss"], rtol=1e-4)
-  # 0.2% measured: the auto-mask and the minimum over sources are discontinuous, and a pixel
-  # whose two errors tie to rounding falls on either side on 8 devices and on 1.
-  np.testing.assert_allclose(m8["grad_norm"], m1["grad_norm"], rtol=1e-2)
+  ratio = np.linalg.norm(u8 - u1) / np.linalg.norm(u1)
+  cosine = u1 @ u8 / (np.linalg.norm(u1) * np.linalg.norm(u8))
+  assert np.abs(u1).max() > 1e-6
+  assert ratio < 0.06 and cosine > 0.998, (ratio, cosine)
+  # Measured at the suite's LLVM -O1 (tests/conftest.py): updates 3.9% apart, cosine 0.99963;
+  # losses 1.6e-4 apart, gradient norms 5.5% (at -O2: under 1e-4 and 0.2%). The auto-mask and
+  # the minimum over sources are discontinuous: a pixel whose two errors tie to rounding falls
+  # on either side on 8 devices and on 1, and the codegen decides how many tie. A reduction over
+  # the wrong devices would be off by a factor (8x the loss, a gradient of an eighth of the
+  # batch), far outside these bounds.
+  np.testing.assert_allclose(m8["loss"], m1["loss"], rtol=5e-4)
+  np.testing.assert_allclose(m8["grad_norm"], m1["grad_norm"], rtol=0.1)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4,
                                                        atol=1e-6), eight.batch_stats,
                one.batch_stats)
@@ -494,7 +501,8 @@ def test_pose_net_learns_rotations_that_compose_after_training(head3d_setup):
   """The (default, absolute) pose net, trained 300 steps on ``:test``'s batches by the geometry
   loss with the data's rotations as teacher (``pose_supervision``; by reprojection alone it stays
   at the identity, ``--suite=head3d_pose_signal``), predicts relative rotations of the size of
-  the truth and near it (measured: 3.3 deg against 4.3, error 1.4), and A->B then B->A is the
+  the truth and near it (measured at the suite's -O1 on 8 devices: 3.0 deg against 4.3, error
+  1.7; 3.3 and 1.4 on 1 device at -O2), and A->B then B->A is the
   identity, for every ordered pair of a clip's frames. (The pairwise form, trained the same way,
   does not learn here: 1.1 deg, error 4.6, loop 1.4 deg.)"""
   from launch import head3d_bench  # pylint: disable=g-import-not-at-top
