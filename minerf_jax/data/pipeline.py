@@ -151,6 +151,10 @@ def _rebuild_hint(builder) -> str:
   return "delete it and rebuild it with python -m launch.prepare_data"
 
 
+def _brief(error: BaseException) -> str:
+  return " ".join(str(error).split())[:200]
+
+
 def records(builder, split: str):
   """Every example of ``split``, in file order, read through ``tfds.data_source``.
 
@@ -162,8 +166,8 @@ def records(builder, split: str):
   try:
     paths = [str(p) for p in builder.info.splits[split].filepaths]
   except Exception as e:  # pylint: disable=broad-except
-    raise DatasetError(f"dataset {where} has no readable split {split!r} "
-                       f"({' '.join(str(e).split())[:200]}); {_rebuild_hint(builder)}") from None
+    raise DatasetError(f"dataset {where} has no readable split {split!r} ({_brief(e)}); "
+                       f"{_rebuild_hint(builder)}") from None
   for path in paths:
     if not os.path.isfile(path) or os.path.getsize(path) == 0:
       state = "is empty" if os.path.isfile(path) else "is missing"
@@ -174,8 +178,8 @@ def records(builder, split: str):
     for i in range(len(source)):
       yield source[i]
   except Exception as e:  # pylint: disable=broad-except
-    raise DatasetError(f"dataset {where}: split {split!r} is unreadable "
-                       f"({' '.join(str(e).split())[:200]}); {_rebuild_hint(builder)}") from None
+    raise DatasetError(f"dataset {where}: split {split!r} is unreadable ({_brief(e)}); "
+                       f"{_rebuild_hint(builder)}") from None
 
 
 def new_identity(config: ml_collections.ConfigDict) -> tuple[int, int]:
@@ -312,7 +316,8 @@ def load_frames(builder, split: str, identities: tuple[int, ...],
 
 def load_audio(builder, split: str, identity: int) -> np.ndarray:
   """The identity's audio over a split, in time order (per-frame chunks concatenated)."""
-  rows = sorted((r for r in records(builder, split) if int(r["identity"]) == identity), key=lambda r: int(r["frame"]))
+  rows = sorted((r for r in records(builder, split) if int(r["identity"]) == identity),
+                key=lambda r: int(r["frame"]))
   return np.concatenate([np.asarray(r["audio"], np.float32) for r in rows])
 
 

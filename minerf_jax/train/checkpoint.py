@@ -189,14 +189,15 @@ class Checkpointer:
         META]
 
   def _restore_step(self, abstract_state, step: int):
+    """(state, None), or (None, the error) when the step cannot be read; a checkpoint that
+    reads but does not fit raises CheckpointMismatchError."""
     try:
-      meta = self.read_meta(step)
-    except Exception as e:  # pylint: disable=broad-except
-      return None, e
-    check_compatible(meta, make_meta(self.model_name, abstract_state, step), self.step_path(step))
-    try:
+      check_compatible(self.read_meta(step), make_meta(self.model_name, abstract_state, step),
+                       self.step_path(step))
       return self.manager.restore(step, args=ocp.args.Composite(**{
           STATE: ocp.args.StandardRestore(abstract_state)}))[STATE], None
+    except CheckpointMismatchError:
+      raise
     except Exception as e:  # pylint: disable=broad-except
       return None, e
 
@@ -298,33 +299,32 @@ def load_params(path: str, model_name: str | None = None, sharding=None,
       item_handlers={STATE: ocp.PyTreeCheckpointHandler(), META: ocp.JsonCheckpointHandler()})
   sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
 
-  def load(step):
+  def read(step):
     where = os.path.join(directory, str(step))
-    try:
-      meta = manager.restore(step, args=ocp.args.Composite(**{META: ocp.args.JsonRestore()}))[
-          META]
-    except Exception as e:  # pylint: disable=broad-except
-      return None, e
+    meta = manager.restore(step, args=ocp.args.Composite(**{META: ocp.args.JsonRestore()}))[META]
     if model_name is not None and meta.get("model") != model_name:
       raise CheckpointMismatchError(
           f"checkpoint {where} holds model {meta.get('model')!r} but the config builds model "
           f"{model_name!r}; point it at a checkpoint of {model_name!r}")
-    try:
-      saved = manager.item_metadata(step)[STATE].tree.get(item)
-    except Exception as e:  # pylint: disable=broad-except
-      return None, e
+    saved = manager.item_metadata(step)[STATE].tree.get(item)
     if not saved:
       raise CheckpointMismatchError(f"checkpoint {where} holds no {item!r}; {FIX}")
     target = {item: jax.tree.map(
         lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding), saved)}
     restore_args = jax.tree.map(lambda _: ocp.ArrayRestoreArgs(sharding=sharding), target)
+    return manager.restore(step, args=ocp.args.Composite(**{
+        STATE: ocp.args.PyTreeRestore(item=target, restore_args=restore_args,
+                                      partial_restore=True)}))[STATE][item]
+
+  def load(step):
+    """(params, None), or (None, the error) when the step cannot be read (a checkpoint that
+    reads but does not fit raises CheckpointMismatchError)."""
     try:
-      restored = manager.restore(step, args=ocp.args.Composite(**{
-          STATE: ocp.args.PyTreeRestore(item=target, restore_args=restore_args,
-                                        partial_restore=True)}))
+      return read(step), None
+    except CheckpointMismatchError:
+      raise
     except Exception as e:  # pylint: disable=broad-except
       return None, e
-    return restored[STATE][item], None
 
   try:
     steps = sorted(manager.all_steps())[::-1] if step is None else [step]
