@@ -87,9 +87,6 @@ class AnimateError(cli.UserError):
   """A problem with the inputs; the message is the one-line error."""
 
 
-one_line = cli.one_line
-
-
 # ----------------------------------------------------------------------------------------------
 # Model.
 
@@ -232,7 +229,7 @@ def driving_audio(path: str, num_frames: int, fps: float) -> np.ndarray | None:
   try:
     audio = video.read_audio(path, SAMPLE_RATE)
   except av.error.FFmpegError as e:
-    print(f"warning: --driving={path}: cannot decode its audio ({one_line(e)}); writing the "
+    print(f"warning: --driving={path}: cannot decode its audio ({cli.one_line(e)}); writing the "
           "video without sound", file=sys.stderr)
     return None
   if audio is None or not len(audio):
@@ -299,7 +296,7 @@ def animate(checkpoint_path: str, driving_path: str, out: str, *, source_path: s
       source = to_model_size(source_crop(source_path, resolution)[None], size)[0]
     crops, fps, cams = driving_crops(driving_path, resolution)
   except ImportError as e:
-    raise AnimateError(one_line(e)) from None
+    raise AnimateError(cli.one_line(e)) from None
   driving = to_model_size(crops, size)
   del crops
   audio = driving_audio(driving_path, len(driving), fps)
@@ -332,7 +329,7 @@ def animate(checkpoint_path: str, driving_path: str, out: str, *, source_path: s
         video.write_video(path, output_frames(result, *((source, driving) if side_by_side
                                                         else ())), fps, audio, SAMPLE_RATE)
     except OSError as e:
-      raise AnimateError(f"--out={path}: cannot write ({one_line(e)}); choose a writable path"
+      raise AnimateError(f"--out={path}: cannot write ({cli.one_line(e)}); choose a writable path"
                          ) from None
     paths.append(path)
   return dict(frames=len(driving), fps=fps, seconds=len(driving) / fps, path=", ".join(paths),
