@@ -18,8 +18,8 @@ Conventions (shared with the synthetic dataset and the NeRF renderer)
     centimetres, y up, z to the viewer) flipped to y down / z forward and scaled to decimetres,
     so the face looks towards -z and its half-width is ~0.78, the scale of the synthetic heads.
     ``X_cam = R X_head + t``.
-  * Crops near the frame edge (``EDGE_MODES``): the square crop box (twice the landmark box) is moved
-    inside the frame, and shrunk to the frame's shorter side only when it is larger than that,
+  * Crops near the frame edge (``EDGE_MODES``): the square crop box (twice the landmark box) is
+    moved inside the frame, and shrunk to the frame's shorter side only when it is larger than that,
     so a head near the top or side of a video never gets edge pixels replicated into streaks
     that every model would then learn. The box actually used is the one recorded (metadata) and
     the one the crop intrinsics come from, so camera geometry stays exact. Ours; the reference
